@@ -1,0 +1,55 @@
+import { mkdirSync } from 'node:fs';
+import { ClassicLevel } from 'classic-level';
+import { FORMAT_VERSION, META_VERSION } from './keys.js';
+
+/** The one LevelDB handle of the process. Keys are strings (keys.ts), values are bytes. */
+export type Db = ClassicLevel<string, Uint8Array>;
+
+export class StoreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreError';
+  }
+}
+
+/**
+ * Opens (creating if needed) the store in `dir` and checks its format version. LevelDB's own
+ * tuning: a larger write buffer means fewer level-0 files under ingest bursts, and open files
+ * are capped because a daemon per application must not eat the process's descriptor limit.
+ */
+export async function openStore(dir: string): Promise<Db> {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    throw new StoreError(`cannot create data_dir ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+  const db: Db = new ClassicLevel<string, Uint8Array>(dir, {
+    keyEncoding: 'utf8',
+    valueEncoding: 'view',
+    writeBufferSize: 32 * 1024 * 1024,
+    maxOpenFiles: 256,
+    cacheSize: 16 * 1024 * 1024,
+  });
+  try {
+    await db.open();
+  } catch (err) {
+    const cause = (err as { cause?: Error }).cause ?? err;
+    throw new StoreError(
+      `cannot open the LevelDB store in data_dir ${dir}: ${(cause as Error).message}. ` +
+        `If another daemon uses this data_dir, stop it or pick another data_dir; ` +
+        `if the store is damaged, run \`datacat-daemon repair --data-dir ${dir}\``,
+      { cause: err },
+    );
+  }
+  const stored = await db.get(META_VERSION);
+  if (stored === undefined) {
+    await db.put(META_VERSION, Uint8Array.of(FORMAT_VERSION));
+  } else if (stored[0] !== FORMAT_VERSION) {
+    await db.close();
+    throw new StoreError(
+      `the store in data_dir ${dir} has format version ${stored[0]}, this daemon reads version ${FORMAT_VERSION}; ` +
+        `use a daemon release that reads it, or point data_dir elsewhere`,
+    );
+  }
+  return db;
+}
