@@ -1,0 +1,318 @@
+import type { Db } from '../outbox/store.js';
+import type { CommitQueue, WriteSet, Chunk } from '../outbox/commit-queue.js';
+import { activeKey, snapshotKey } from '../outbox/keys.js';
+import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
+import type { ActorPool } from '../workers/actor-pool.js';
+import type { RoundReply, RoundRequest, WorkerOp } from '../workers/round-messages.js';
+
+/** One op as the gateway routes it: the session number, the kind, receive time, validated body. */
+export interface RoutedOp {
+  sn: number;
+  kind: string;
+  rt: number;
+  body: unknown;
+}
+
+/** Per op: null when it is durable, or why it was refused. */
+export type OpOutcome = null | { code: ErrorCode; message: string };
+
+interface Entry {
+  ops: RoutedOp[];
+  /** Extra writes that must land atomically with these ops (ids of a new session, a client's high-water mark). */
+  puts: Array<[string, Uint8Array]> | undefined;
+  resolve: (outcomes: OpOutcome[]) => void;
+  reject: (err: Error) => void;
+}
+
+interface Round {
+  id: number;
+  epoch: number;
+  /** Set once its requests are posted to workers: from then on it must settle before a reload. */
+  posted: boolean;
+  entries: Entry[];
+  remaps: Map<number, Array<[number, string]>>;
+  passivate: Map<number, number[]>;
+}
+
+/** Where each op of a round went, to route the workers' per-op errors back. */
+type OpRef = [entry: number, op: number];
+
+/**
+ * Rounds: the one mechanism between "an op arrived" and "it is acked".
+ *
+ * Everything submitted during one turn of the event loop (all HTTP requests and WebSocket frames
+ * that arrived) forms a round. The round is split by placement, each worker runs its part as one
+ * turn of each session actor involved, and the replies (outbox chunks, snapshots) plus the
+ * submitters' own writes become one write set for the group-commit queue. Acks go out when that
+ * write set is durable. Rounds are pipelined: round k+1 is computed while round k is written,
+ * but they are dispatched and submitted strictly in order.
+ *
+ * Failure handling is also one mechanism: if a worker dies or a write fails, the failed round and
+ * every round after it (computed on top of its in-memory effects) are refused, every worker
+ * drops its actors, and the next round reloads sessions from their durable snapshots.
+ */
+export class RoundCoordinator {
+  private open: Entry[] = [];
+  private flushScheduled = false;
+  private nextRoundId = 1;
+  private epoch = 0;
+  private gate: Promise<void> | null = null;
+  private dispatchTail: Promise<unknown> = Promise.resolve();
+  private submitTail: Promise<unknown> = Promise.resolve();
+  /** Sessions loaded in each worker, as far as rounds dispatched so far are concerned. */
+  private readonly resident: Array<Set<number>>;
+  private remaps = new Map<number, Array<[number, string]>>();
+  private passivations = new Map<number, number[]>();
+  private inFlight = 0;
+  private idleWaiters: Array<() => void> = [];
+  /** Rounds posted to workers and not yet durable or refused. */
+  private postedUnsettled = 0;
+  private settleWaiters: Array<() => void> = [];
+  /** Sessions that are active (not ended or crashed) as of the last durable round. */
+  readonly activeSessions: Set<number>;
+  /** Round of the last op for each session, and the last round made durable: passivation waits for both. */
+  private readonly lastTouched = new Map<number, number>();
+  private lastDurableRound = 0;
+  /** Told which sessions got new outbox chunks, once they are durable (the sync actor listens). */
+  afterCommit: ((sessions: number[]) => void) | null = null;
+  roundsCommitted = 0;
+  opsCommitted = 0;
+  failures = 0;
+
+  constructor(
+    private readonly pool: ActorPool,
+    private readonly commits: CommitQueue,
+    private readonly db: Db,
+    activeSessions: Iterable<number>,
+  ) {
+    this.resident = Array.from({ length: pool.size }, () => new Set<number>());
+    this.activeSessions = new Set(activeSessions);
+    pool.on('worker-lost', (_slot: number, err: Error) => this.onFailure(err));
+    commits.on('failed', (err: Error) => this.onFailure(err));
+  }
+
+  /**
+   * Queues ops (and writes that must be atomic with them) into the open round. Resolves with one
+   * outcome per op once the round is durable; rejects (ProtocolError 'unavailable') when the round
+   * could not be made durable, in which case none of its ops is.
+   */
+  submit(ops: RoutedOp[], puts?: Array<[string, Uint8Array]>): Promise<OpOutcome[]> {
+    return new Promise((resolve, reject) => {
+      this.open.push({ ops, puts, resolve, reject });
+      this.scheduleFlush();
+    });
+  }
+
+  /** The remap broadcast to actors: the actor stores the server id in its snapshot. */
+  broadcastRemap(sn: number, serverId: string): void {
+    const slot = this.pool.slotOf(sn);
+    if (!this.resident[slot]!.has(sn)) return; // its next activation reads a snapshot; reads use the directory
+    push(this.remaps, slot, [sn, serverId]);
+    this.scheduleFlush();
+  }
+
+  /**
+   * Drops idle, ended sessions from worker memory. Active sessions stay: their actors watch
+   * heartbeats. A session is passivated only once its last round is durable, so a later activation
+   * reads the snapshot that round wrote.
+   */
+  passivateIdle(isIdle: (sn: number) => boolean): number {
+    let n = 0;
+    for (let slot = 0; slot < this.resident.length; slot++) {
+      for (const sn of this.resident[slot]!) {
+        if (this.activeSessions.has(sn) || !isIdle(sn)) continue;
+        if ((this.lastTouched.get(sn) ?? 0) > this.lastDurableRound) continue;
+        this.resident[slot]!.delete(sn);
+        this.lastTouched.delete(sn);
+        push(this.passivations, slot, sn);
+        n++;
+      }
+    }
+    if (n > 0) this.scheduleFlush();
+    return n;
+  }
+
+  residentCount(): number {
+    return this.resident.reduce((n, s) => n + s.size, 0);
+  }
+
+  /** Resolves when every op submitted so far has been answered. */
+  async drain(): Promise<void> {
+    while (this.open.length > 0 || this.inFlight > 0 || this.flushScheduled) {
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // setImmediate, not a microtask: every request and frame read in this loop turn joins the round.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.startRound();
+    });
+  }
+
+  private startRound(): void {
+    if (this.open.length === 0 && this.remaps.size === 0 && this.passivations.size === 0) return this.notifyIdle();
+    const round: Round = { id: this.nextRoundId++, epoch: -1, posted: false, entries: this.open, remaps: this.remaps, passivate: this.passivations };
+    this.open = [];
+    this.remaps = new Map();
+    this.passivations = new Map();
+    this.inFlight++;
+
+    const dispatched = this.dispatchTail.then(() => this.dispatch(round));
+    this.dispatchTail = dispatched.catch(() => undefined);
+    // Submit in round order: a later round's snapshots build on this one's.
+    const submitted = Promise.all([dispatched, this.submitTail]).then(([replies]) => this.submitRound(round, replies));
+    this.submitTail = submitted.catch(() => undefined);
+    submitted
+      .then((s) => s.commit.then(() => this.complete(round, s.refs, s.replies, s.activeChanges)))
+      .catch((err: unknown) => this.fail(round, err))
+      .finally(() => {
+        this.inFlight--;
+        if (round.posted && --this.postedUnsettled === 0) for (const w of this.settleWaiters.splice(0)) w();
+        this.notifyIdle();
+      });
+  }
+
+  /** Loads what the round needs into the workers and sends each worker its part. */
+  private async dispatch(round: Round): Promise<Array<{ slot: number; refs: OpRef[]; reply: Promise<RoundReply> }>> {
+    while (this.gate) await this.gate;
+    round.epoch = this.epoch;
+    const size = this.pool.size;
+    const requests: RoundRequest[] = Array.from({ length: size }, () => ({ r: round.id, activate: [], ops: [], remaps: [], passivate: [] }));
+    const refs: OpRef[][] = Array.from({ length: size }, () => []);
+    const toLoad: Array<[slot: number, sn: number]> = [];
+    round.entries.forEach((entry, e) => {
+      entry.ops.forEach((op, o) => {
+        const slot = this.pool.slotOf(op.sn);
+        const resident = this.resident[slot]!;
+        if (!resident.has(op.sn)) {
+          resident.add(op.sn);
+          if (op.kind !== 'register') toLoad.push([slot, op.sn]);
+        }
+        this.lastTouched.set(op.sn, round.id);
+        requests[slot]!.ops.push([op.sn, op.kind, op.rt, op.body] as WorkerOp);
+        refs[slot]!.push([e, o]);
+      });
+    });
+    if (toLoad.length > 0) {
+      const snapshots = await this.db.getMany(toLoad.map(([, sn]) => snapshotKey(sn)));
+      toLoad.forEach(([slot, sn], i) => {
+        const bytes = snapshots[i];
+        if (bytes) requests[slot]!.activate.push([sn, bytes]);
+        else this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
+      });
+    }
+    if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
+    round.posted = true;
+    this.postedUnsettled++;
+    for (const [slot, list] of round.remaps) requests[slot]!.remaps = list;
+    for (const [slot, list] of round.passivate) requests[slot]!.passivate = list;
+    const sent: Array<{ slot: number; refs: OpRef[]; reply: Promise<RoundReply> }> = [];
+    requests.forEach((req, slot) => {
+      if (req.ops.length === 0 && req.remaps.length === 0 && req.passivate.length === 0) return;
+      const reply = this.pool.run(slot, req);
+      reply.catch(() => undefined); // observed in submitRound; avoid an unhandled rejection meanwhile
+      sent.push({ slot, refs: refs[slot]!, reply });
+    });
+    return sent;
+  }
+
+  private async submitRound(round: Round, sent: Awaited<ReturnType<RoundCoordinator['dispatch']>>) {
+    const replies = await Promise.all(sent.map((s) => s.reply));
+    if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
+    const chunks: Chunk[] = [];
+    const puts: Array<[string, Uint8Array]> = [];
+    const dels: string[] = [];
+    const activeChanges: Array<[number, boolean]> = [];
+    for (const reply of replies) {
+      for (const [sn, count, value] of reply.chunks) chunks.push({ sn, count, value });
+      for (const [sn, bytes, active] of reply.snapshots) {
+        puts.push([snapshotKey(sn), bytes]);
+        if (active !== this.activeSessions.has(sn)) {
+          activeChanges.push([sn, active]);
+          if (active) puts.push([activeKey(sn), EMPTY]);
+          else dels.push(activeKey(sn));
+        }
+      }
+    }
+    // Writes of entries whose ops all failed validation in the worker are still harmless: they
+    // are ids and high-water marks, which the submitter decided independently of the outcome.
+    for (const entry of round.entries) if (entry.puts) puts.push(...entry.puts);
+    const ws: WriteSet = { chunks, puts, dels };
+    return { commit: this.commits.submit(ws), refs: sent.map((s) => s.refs), replies, activeChanges };
+  }
+
+  private complete(round: Round, refs: OpRef[][], replies: RoundReply[], activeChanges: Array<[number, boolean]>): void {
+    for (const [sn, active] of activeChanges) {
+      if (active) this.activeSessions.add(sn);
+      else this.activeSessions.delete(sn);
+    }
+    this.lastDurableRound = round.id;
+    this.roundsCommitted++;
+    const outcomes: OpOutcome[][] = round.entries.map((e) => new Array<OpOutcome>(e.ops.length).fill(null));
+    replies.forEach((reply, i) => {
+      for (const [index, code, message] of reply.errors) {
+        const [e, o] = refs[i]![index]!;
+        outcomes[e]![o] = { code, message };
+      }
+    });
+    for (let e = 0; e < round.entries.length; e++) {
+      this.opsCommitted += round.entries[e]!.ops.length;
+      round.entries[e]!.resolve(outcomes[e]!);
+    }
+    if (this.afterCommit) {
+      const sessions: number[] = [];
+      for (const reply of replies) for (const [sn] of reply.chunks) sessions.push(sn);
+      if (sessions.length > 0) this.afterCommit(sessions);
+    }
+  }
+
+  private fail(round: Round, err: unknown): void {
+    const error = err instanceof ProtocolError ? err : unavailable(`not persisted: ${err instanceof Error ? err.message : String(err)}`);
+    for (const entry of round.entries) entry.reject(error);
+  }
+
+  /**
+   * A worker died or a write failed: refuse every round not yet durable, make every worker drop
+   * its actors, and hold new rounds until every round already posted to a worker has settled, so
+   * activations read snapshots that are on disk. (Rounds not yet posted wait at the gate; waiting
+   * for them here would deadlock.)
+   */
+  private onFailure(_err: Error): void {
+    this.failures++;
+    this.epoch++;
+    this.pool.broadcast({ t: 'reset' });
+    for (const set of this.resident) set.clear();
+    const gate = (async () => {
+      if (this.postedUnsettled > 0) await new Promise<void>((resolve) => this.settleWaiters.push(resolve));
+      await this.commits.idle();
+      this.commits.recover();
+    })();
+    this.gate = gate;
+    void gate.finally(() => {
+      if (this.gate === gate) this.gate = null;
+    });
+  }
+
+  private notifyIdle(): void {
+    if (this.open.length > 0 || this.inFlight > 0 || this.flushScheduled) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function unavailable(message: string): ProtocolError {
+  return new ProtocolError('unavailable', message);
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}

@@ -1,0 +1,187 @@
+import { ProtocolError } from '../protocol/errors.js';
+import { mergeState } from '../protocol/merge.js';
+import type { EventBody, JsonObject, MetricBody, OpBodies, OpKind } from '../protocol/ops.js';
+import { EVENT_FIELDS } from '../protocol/ops.js';
+import type { UpstreamOp } from '../outbox/chunk.js';
+import type { RecentItem, SessionSnapshot } from './session-snapshot.js';
+
+export interface ActorSettings {
+  recent_events_limit: number;
+  recent_metrics_limit: number;
+}
+
+/** What the gateway decided at registration, handed to the new actor. */
+export interface RegisterInput {
+  product: string;
+  version: string;
+  hostname: string | null;
+  machine_id: string | null;
+  parent_pid: number | null;
+  local_id: string | null;
+  server_id: string | null;
+}
+
+/** Ops the actor applies; `register` arrives only as the first op of a new actor. */
+export type ActorOpKind = Exclude<OpKind, 'register'>;
+
+/**
+ * One session: its merged state, status and recent history. It lives in exactly one worker and
+ * handles its mailbox one turn at a time: `apply` for each op of the turn, then `endTurn` hands
+ * back the upstream ops and the snapshot to persist, which the round writes in one batch.
+ *
+ * Pure logic: no I/O, no clocks (times come with the ops), so it is tested directly.
+ */
+export class SessionActor {
+  private pending: UpstreamOp[] = [];
+  private dirty = false;
+
+  constructor(
+    readonly snapshot: SessionSnapshot,
+    private readonly settings: ActorSettings,
+  ) {}
+
+  static register(sn: number, reg: RegisterInput, now: number, settings: ActorSettings): SessionActor {
+    const actor = new SessionActor(
+      {
+        v: 1,
+        sn,
+        local_id: reg.local_id,
+        server_id: reg.server_id,
+        product: reg.product,
+        version: reg.version,
+        hostname: reg.hostname,
+        machine_id: reg.machine_id,
+        parent_pid: reg.parent_pid,
+        created_at: now,
+        updated_at: now,
+        ended_at: null,
+        active: true,
+        crashed: false,
+        hung: false,
+        heartbeat_paused: false,
+        last_heartbeat: now,
+        state: {},
+        events: [],
+        metrics: [],
+      },
+      settings,
+    );
+    actor.dirty = true;
+    // Created upstream already when the server answered in time; otherwise the create is the
+    // session's first queued op, so the sync actor sends it before anything else.
+    if (reg.server_id === null)
+      actor.emit({ k: 'create', t: now, b: { product: reg.product, version: reg.version, machine_id: reg.machine_id, hostname: reg.hostname } });
+    return actor;
+  }
+
+  apply<K extends ActorOpKind>(kind: K, body: OpBodies[K], now: number): void {
+    const s = this.snapshot;
+    if (!s.active) throw new ProtocolError('session_ended', `session ${s.server_id ?? s.local_id} has ${s.crashed ? 'crashed' : 'ended'}; it takes no more ops`);
+    switch (kind) {
+      case 'state': {
+        const effective = mergeState(s.state, (body as OpBodies['state']).state);
+        if (effective === null) return; // changes nothing: not queued (DataCat's daemon does the same)
+        this.emit({ k: 'state', t: now, b: { state: effective } });
+        break;
+      }
+      case 'event':
+        this.recordEvent(eventUpstreamBody(body as EventBody), now);
+        break;
+      case 'metric':
+        this.recordMetric(metricUpstreamBody(body as MetricBody), now);
+        break;
+      case 'heartbeat':
+        s.last_heartbeat = now;
+        s.heartbeat_paused = false;
+        break;
+      case 'pause_heartbeat':
+        s.heartbeat_paused = true;
+        break;
+      case 'resume_heartbeat':
+        s.heartbeat_paused = false;
+        s.last_heartbeat = now;
+        break;
+      case 'end':
+        s.active = false;
+        s.ended_at = now;
+        this.emit({ k: 'end', t: now, b: {} });
+        break;
+      case 'crash':
+        this.crash((body as OpBodies['crash']).reason ?? 'abnormal_termination', now);
+        break;
+      default:
+        throw new ProtocolError('unknown_op', `unknown op "${String(kind)}"`);
+    }
+    s.updated_at = now;
+    this.dirty = true;
+  }
+
+  /** The server id arrived (remap broadcast); kept in the snapshot so it is self-describing. */
+  setServerId(serverId: string): void {
+    if (this.snapshot.server_id === serverId) return;
+    this.snapshot.server_id = serverId;
+    this.dirty = true;
+  }
+
+  /** Ends the turn: the upstream ops to queue and, when anything changed, the snapshot to persist. */
+  endTurn(): { ops: UpstreamOp[]; changed: boolean } {
+    const ops = this.pending;
+    const changed = this.dirty;
+    this.pending = [];
+    this.dirty = false;
+    if (changed) {
+      trim(this.snapshot.events, this.settings.recent_events_limit);
+      trim(this.snapshot.metrics, this.settings.recent_metrics_limit);
+    }
+    return { ops, changed };
+  }
+
+  private crash(reason: string, now: number): void {
+    const s = this.snapshot;
+    s.active = false;
+    s.crashed = true;
+    s.ended_at = now;
+    this.emit({ k: 'crash', t: now, b: { reason } });
+  }
+
+  private recordEvent(b: JsonObject, now: number): void {
+    this.emit({ k: 'event', t: now, b });
+    this.remember(this.snapshot.events, { t: now, b }, this.settings.recent_events_limit);
+  }
+
+  private recordMetric(b: JsonObject, now: number): void {
+    this.emit({ k: 'metric', t: now, b });
+    this.remember(this.snapshot.metrics, { t: now, b }, this.settings.recent_metrics_limit);
+  }
+
+  private remember(list: RecentItem[], item: RecentItem, limit: number): void {
+    if (limit === 0) return;
+    list.push(item);
+    // Trimmed once per turn (endTurn), not per op: a shift per op would cost O(limit) each.
+    if (list.length >= 2 * limit) trim(list, limit);
+  }
+
+  private emit(op: UpstreamOp): void {
+    this.pending.push(op);
+  }
+}
+
+function trim(list: RecentItem[], limit: number): void {
+  if (list.length > limit) list.splice(0, list.length - limit);
+}
+
+function eventUpstreamBody(e: EventBody): JsonObject {
+  const b: JsonObject = {};
+  for (const f of EVENT_FIELDS) if (e[f] !== undefined) b[f] = e[f];
+  return b;
+}
+
+/** CONTRACT §3 metric body; `delta` is between client and daemon only. */
+function metricUpstreamBody(m: MetricBody): JsonObject {
+  const b: JsonObject = { name: m.name, type: m.type, value: m.value };
+  if (m.count !== undefined) b['count'] = m.count;
+  if (m.unit !== undefined) b['unit'] = m.unit;
+  if (m.tags !== undefined) b['tags'] = m.tags;
+  if (m.metadata !== undefined) b['metadata'] = m.metadata;
+  return b;
+}

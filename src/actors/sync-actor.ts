@@ -1,0 +1,411 @@
+import type { Db } from '../outbox/store.js';
+import type { CommitQueue, WriteSet } from '../outbox/commit-queue.js';
+import type { CounterDeltas } from '../outbox/counters.js';
+import { ALL_CHUNKS, chunkRange, cursorKey, deadKey, parseChunkKey } from '../outbox/keys.js';
+import { decodeChunk, type UpstreamOp } from '../outbox/chunk.js';
+import { pack, unpack } from '../protocol/codec.js';
+import type { UpstreamClient, Outcome } from '../upstream/upstream-client.js';
+import { Backoff } from './backoff.js';
+import type { Directory } from './directory.js';
+import { UpstreamLink } from './upstream-link.js';
+
+export interface SyncSettings {
+  server_url: string;
+  retry_base_ms: number;
+  retry_max_ms: number;
+  sync_concurrency: number;
+  /** Ops one session sends before yielding its slot to the next waiting session. */
+  max_batch_size: number;
+}
+
+/** A dead letter as stored under `d!<seq>`. */
+export interface DeadLetter {
+  sn: number;
+  seq: number;
+  op: UpstreamOp;
+  reason: string;
+  attempts: number;
+  failed_at: number;
+}
+
+/** One session's delivery state. Exists while the session has queued ops. */
+interface Lane {
+  sn: number;
+  /** The head chunk being delivered, and where in it. */
+  chunkKey: string | null;
+  chunkSeq: number;
+  chunkBytes: number;
+  ops: UpstreamOp[] | null;
+  index: number;
+  /** Key of the last chunk fully consumed: the next read starts after it. */
+  after: string | null;
+  /** Receive time of the head op, for queue.oldest_age_ms. */
+  headT: number;
+  attempts: number;
+  lastError: string | null;
+  backoff: Backoff;
+  status: 'ready' | 'running' | 'waiting' | 'parked';
+  /** New chunks were committed while this lane was reading: read again before retiring. */
+  more: boolean;
+  timer: NodeJS.Timeout | null;
+  /** Consumption writes submitted but not awaited (pipelined within a chunk). */
+  writes: Array<Promise<unknown>>;
+}
+
+export interface SyncStats {
+  sent: number;
+  retried: number;
+  deadLettered: number;
+  inDoubt: number;
+  remaps: number;
+}
+
+/**
+ * The sync actor: drains the outbox to the DataCat server.
+ *
+ * Each session with queued ops has a lane that sends its ops strictly in key order (create,
+ * then the rest, then end or crash), one request at a time, so per-session FIFO holds even
+ * across retries. Up to `sync_concurrency` lanes run at once; a lane yields its slot after
+ * `max_batch_size` ops, and a lane that waits (backoff) or dead-letters never holds a slot, so
+ * one session's trouble never blocks another's.
+ *
+ * Every delivery is recorded in LevelDB (cursor, chunk deletion, counters) through the same
+ * group-commit queue as ingest. The create's answer is recorded with the remap in the same
+ * batch that consumes it; only then is the remap broadcast.
+ */
+export class SyncActor {
+  readonly link: UpstreamLink;
+  private readonly lanes = new Map<number, Lane>();
+  private readonly ready = new Set<Lane>();
+  private running = 0;
+  private closed = false;
+  private drainWaiters: Array<() => void> = [];
+  readonly stats: SyncStats = { sent: 0, retried: 0, deadLettered: 0, inDoubt: 0, remaps: 0 };
+
+  constructor(
+    private readonly db: Db,
+    private readonly commits: CommitQueue,
+    private readonly directory: Directory,
+    private readonly upstream: UpstreamClient,
+    private readonly settings: SyncSettings,
+    private readonly onRemap: (sn: number, localId: string | null, serverId: string) => void,
+  ) {
+    this.link = new UpstreamLink(settings.server_url, settings.retry_base_ms, settings.retry_max_ms, () => this.onLinkChange());
+  }
+
+  /** Finds the sessions with queued ops (one seek per session, not a scan of the queue) and starts. */
+  async start(): Promise<void> {
+    let gt = ALL_CHUNKS.gt;
+    for (;;) {
+      const [first] = await this.db.iterator({ gt, lt: ALL_CHUNKS.lt, limit: 1 }).all();
+      if (!first) break;
+      const { sn } = parseChunkKey(first[0]);
+      const ops = decodeChunk(first[1]);
+      this.addLane(sn, ops[0]?.t ?? Date.now());
+      gt = chunkRange(sn).lt;
+    }
+    if (this.lanes.size === 0) void this.probe();
+    this.pump();
+  }
+
+  /** A round made chunks durable for this session. */
+  notify(sn: number, t: number): void {
+    if (this.closed) return;
+    const lane = this.lanes.get(sn);
+    if (lane) lane.more = true;
+    else {
+      this.addLane(sn, t);
+      this.pump();
+    }
+  }
+
+  /** POST /flush: cut every wait short and send now. */
+  flush(): void {
+    this.link.openNow();
+    for (const lane of this.lanes.values()) {
+      lane.backoff.reset();
+      if (lane.status === 'waiting' || lane.status === 'parked') this.makeReady(lane);
+    }
+    this.pump();
+  }
+
+  /** Creates a session upstream right now, if the upstream is not known to be down. */
+  async createNow(body: Record<string, unknown>, timeoutMs: number): Promise<string | null> {
+    if (this.link.state === 'down' || timeoutMs <= 0) return null;
+    const outcome = await this.upstream.createSession(body, timeoutMs);
+    if (outcome.kind === 'ok' && outcome.sessionId) {
+      this.link.succeeded();
+      this.pump();
+      return outcome.sessionId;
+    }
+    this.record(outcome);
+    return null;
+  }
+
+  /** Sessions with queued ops, and the receive time of the oldest queued op. */
+  queueInfo(): { sessions: number; oldestT: number | null } {
+    let oldest: number | null = null;
+    for (const lane of this.lanes.values()) if (oldest === null || lane.headT < oldest) oldest = lane.headT;
+    return { sessions: this.lanes.size, oldestT: oldest };
+  }
+
+  /** The head op of a session's lane, as /queue shows it: attempts and last error. */
+  headInfo(sn: number): { seq: number; attempts: number; last_error: string | null } | null {
+    const lane = this.lanes.get(sn);
+    if (!lane || !lane.ops) return null;
+    return { seq: lane.chunkSeq + lane.index, attempts: lane.attempts, last_error: lane.lastError };
+  }
+
+  hasPending(sn: number): boolean {
+    return this.lanes.has(sn);
+  }
+
+  /** Resolves when no session has queued ops, or after `timeoutMs`. */
+  waitDrained(timeoutMs: number): Promise<boolean> {
+    if (this.lanes.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.drainWaiters = this.drainWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.drainWaiters.push(done);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.link.close();
+    for (const lane of this.lanes.values()) if (lane.timer) clearTimeout(lane.timer);
+    await this.upstream.close();
+    while (this.running > 0) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  private addLane(sn: number, t: number): void {
+    const lane: Lane = {
+      sn,
+      chunkKey: null,
+      chunkSeq: 0,
+      chunkBytes: 0,
+      ops: null,
+      index: 0,
+      after: null,
+      headT: t,
+      attempts: 0,
+      lastError: null,
+      backoff: new Backoff(this.settings.retry_base_ms, this.settings.retry_max_ms),
+      status: 'ready',
+      more: false,
+      timer: null,
+      writes: [],
+    };
+    this.lanes.set(sn, lane);
+    this.ready.add(lane);
+  }
+
+  private makeReady(lane: Lane): void {
+    if (lane.timer) clearTimeout(lane.timer);
+    lane.timer = null;
+    lane.status = 'ready';
+    this.ready.add(lane);
+  }
+
+  private pump(): void {
+    while (!this.closed && this.running < this.settings.sync_concurrency && this.ready.size > 0) {
+      if (!this.link.admit()) {
+        // The gate is closed: everyone waiting goes to the parked set until it opens.
+        for (const lane of this.ready) lane.status = 'parked';
+        this.ready.clear();
+        return;
+      }
+      const lane = this.ready.values().next().value as Lane;
+      this.ready.delete(lane);
+      lane.status = 'running';
+      this.running++;
+      this.runLane(lane)
+        .catch((err: unknown) => this.laneCrashed(lane, err))
+        .finally(() => {
+          this.running--;
+          this.pump();
+        });
+    }
+  }
+
+  /** The gate opened (probing) or the upstream answered (up): parked lanes line up again. */
+  private onLinkChange(): void {
+    for (const lane of this.lanes.values()) if (lane.status === 'parked') this.makeReady(lane);
+    if (this.ready.size === 0 && this.link.state === 'probing') void this.probe();
+    // pump() re-parks all but one lane while probing.
+    queueMicrotask(() => this.pump());
+  }
+
+  /** Tests a closed link with GET /health when no session has anything to send. */
+  private async probe(): Promise<void> {
+    if (this.closed || !this.link.admit()) return;
+    const outcome = await this.upstream.probe();
+    if (outcome.kind === 'retry' && outcome.scope === 'upstream') this.link.upstreamFailed(outcome.reason, outcome.retryAfterMs);
+    else this.link.succeeded(); // any HTTP answer (even 404) means the server is reachable
+    this.pump();
+  }
+
+  private async runLane(lane: Lane): Promise<void> {
+    for (let sent = 0; sent < this.settings.max_batch_size; ) {
+      if (this.closed) return;
+      if (!lane.ops && !(await this.loadHead(lane))) return this.retireOrReread(lane);
+      if (sent > 0 && !this.link.admit()) {
+        lane.status = 'parked';
+        return;
+      }
+      const op = lane.ops![lane.index]!;
+      const outcome = await this.deliver(lane, op);
+      if (this.closed) return;
+      if (outcome.kind === 'retry') return this.retryLater(lane, outcome);
+      if (outcome.kind === 'ok') {
+        this.link.succeeded();
+        lane.backoff.reset();
+        this.stats.sent++;
+        await this.consume(lane, outcome.remapWrites ?? [], outcome.serverId ? { remaps: 1 } : {});
+        if (outcome.serverId) {
+          this.stats.remaps++;
+          this.directory.setServerId(lane.sn, outcome.serverId);
+          this.onRemap(lane.sn, this.directory.ids(lane.sn)?.local_id ?? null, outcome.serverId);
+        }
+      } else {
+        this.stats.deadLettered++;
+        if (outcome.status !== undefined) this.link.requestFailed(outcome.reason);
+        await this.consume(lane, [[deadKey(lane.chunkSeq + lane.index), pack(this.deadLetter(lane, op, outcome.reason))]], { dead: 1 });
+      }
+      sent++;
+    }
+    this.makeReady(lane); // yield: back of the line
+  }
+
+  private async deliver(lane: Lane, op: UpstreamOp): Promise<(Outcome | { kind: 'dead'; reason: string; status?: undefined }) & { serverId?: string; remapWrites?: Array<[string, Uint8Array]> }> {
+    lane.attempts++;
+    if (op.k === 'create') {
+      const outcome = await this.upstream.createSession(op.b);
+      if (outcome.kind === 'ok' && outcome.sessionId) {
+        return { ...outcome, serverId: outcome.sessionId, remapWrites: this.directory.remapWrites(lane.sn, outcome.sessionId) };
+      }
+      return outcome;
+    }
+    const serverId = this.directory.ids(lane.sn)?.server_id;
+    if (!serverId) return { kind: 'dead', reason: 'the session was never created upstream (its create op is a dead letter); replay the dead letters to retry' };
+    return this.upstream.send(serverId, op);
+  }
+
+  private retryLater(lane: Lane, outcome: Extract<Outcome, { kind: 'retry' }>): void {
+    this.stats.retried++;
+    if (outcome.inDoubt) this.stats.inDoubt++;
+    lane.lastError = outcome.reason;
+    if (outcome.scope === 'upstream') {
+      this.link.upstreamFailed(outcome.reason, outcome.retryAfterMs);
+      lane.status = 'parked';
+      return;
+    }
+    this.link.requestFailed(outcome.reason);
+    const delay = lane.backoff.fail(outcome.retryAfterMs);
+    lane.status = 'waiting';
+    lane.timer = setTimeout(() => {
+      lane.timer = null;
+      this.makeReady(lane);
+      this.pump();
+    }, delay);
+    lane.timer.unref();
+  }
+
+  private record(outcome: Outcome): void {
+    if (outcome.kind === 'retry' && outcome.scope === 'upstream') this.link.upstreamFailed(outcome.reason, outcome.retryAfterMs);
+    else if (outcome.kind !== 'ok') this.link.requestFailed(outcome.reason);
+  }
+
+  private deadLetter(lane: Lane, op: UpstreamOp, reason: string): DeadLetter {
+    return { sn: lane.sn, seq: lane.chunkSeq + lane.index, op, reason, attempts: lane.attempts, failed_at: Date.now() };
+  }
+
+  /**
+   * Records that the head op is done (delivered or dead-lettered) and moves to the next. Within a
+   * chunk the cursor writes are pipelined behind the next send; at the end of a chunk (and for a
+   * remap or a dead letter) the lane waits until they are durable.
+   */
+  private async consume(lane: Lane, puts: Array<[string, Uint8Array]>, deltas: CounterDeltas = {}): Promise<void> {
+    lane.index++;
+    lane.attempts = 0;
+    lane.lastError = null;
+    const ws: WriteSet = { puts, dels: [], deltas: { depth: -1, ...deltas } };
+    const chunkDone = lane.index >= lane.ops!.length;
+    if (chunkDone) {
+      ws.dels!.push(lane.chunkKey!, cursorKey(lane.sn));
+      ws.deltas!.bytes = -lane.chunkBytes;
+      lane.after = lane.chunkKey;
+      lane.ops = null;
+      lane.chunkKey = null;
+    } else {
+      ws.puts!.push([cursorKey(lane.sn), pack([lane.chunkSeq, lane.index])]);
+      lane.headT = lane.ops![lane.index]!.t;
+    }
+    lane.writes.push(this.commits.submit(ws));
+    if (chunkDone || puts.length > 0 || lane.writes.length >= 64) {
+      const writes = lane.writes.splice(0);
+      await Promise.all(writes);
+    }
+  }
+
+  private async loadHead(lane: Lane): Promise<boolean> {
+    const range = chunkRange(lane.sn);
+    const [entry] = await this.db.iterator({ gt: lane.after ?? range.gt, lt: range.lt, limit: 1 }).all();
+    if (!entry) return false;
+    const [key, value] = entry;
+    const { seq } = parseChunkKey(key);
+    const ops = decodeChunk(value);
+    let index = 0;
+    const cursor = await this.db.get(cursorKey(lane.sn));
+    if (cursor) {
+      const [cursorSeq, cursorIndex] = unpack(cursor) as [number, number];
+      if (cursorSeq === seq) index = cursorIndex;
+    }
+    lane.chunkKey = key;
+    lane.chunkSeq = seq;
+    lane.chunkBytes = value.byteLength;
+    lane.ops = ops;
+    lane.index = index;
+    lane.headT = ops[index]?.t ?? lane.headT;
+    if (index >= ops.length) {
+      // Only possible if a crash left the cursor at the end of a chunk whose deletion was lost.
+      lane.ops = null;
+      lane.after = key;
+      return this.loadHead(lane);
+    }
+    return true;
+  }
+
+  private retireOrReread(lane: Lane): void {
+    if (lane.more) {
+      lane.more = false;
+      this.makeReady(lane);
+      return;
+    }
+    this.lanes.delete(lane.sn);
+    if (this.lanes.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+  }
+
+  /** A LevelDB read or write failed under the lane: start it over from what is on disk. */
+  private laneCrashed(lane: Lane, err: unknown): void {
+    lane.writes = [];
+    lane.ops = null;
+    lane.chunkKey = null;
+    lane.after = null;
+    lane.lastError = `local store: ${err instanceof Error ? err.message : String(err)}`;
+    const delay = lane.backoff.fail();
+    lane.status = 'waiting';
+    lane.timer = setTimeout(() => {
+      lane.timer = null;
+      this.makeReady(lane);
+      this.pump();
+    }, delay);
+    lane.timer.unref();
+  }
+}

@@ -1,0 +1,123 @@
+import { Backoff } from './backoff.js';
+
+export interface LinkHealth {
+  url: string;
+  online: boolean;
+  attempt: number;
+  next_retry_at: string | null;
+  last_error: string | null;
+  last_success_at: string | null;
+}
+
+/**
+ * Whether the upstream as a whole can be talked to: the state /health shows and the gate every
+ * session lane passes before sending.
+ *
+ * - `unknown` (startup) and `up`: lanes send freely.
+ * - `down`: an upstream-wide failure (network error, timeout, 429/502/503/504) closed the gate
+ *   until `next_retry_at`, growing exponentially with jitter and honouring Retry-After.
+ * - `probing`: the wait is over; exactly one request (a lane's next op, or a health probe) tests
+ *   the upstream, so a recovering server is not hit by every session at once.
+ */
+export class UpstreamLink {
+  state: 'unknown' | 'up' | 'down' | 'probing' = 'unknown';
+  private readonly backoff: Backoff;
+  /** Failed tries since the last success, of any kind (CONTRACT §4 `attempt`). */
+  attempt = 0;
+  nextRetryAt: number | null = null;
+  lastError: string | null = null;
+  lastSuccessAt: number | null = null;
+  probeInFlight = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly url: string,
+    baseMs: number,
+    maxMs: number,
+    /** Called when lanes may send again: the wait ended (probing) or the upstream answered (up). */
+    private readonly onChange: () => void,
+  ) {
+    this.backoff = new Backoff(baseMs, maxMs);
+  }
+
+  get online(): boolean {
+    return this.state === 'up';
+  }
+
+  /** May a lane send now? In `probing`, only the one that takes the probe. */
+  admit(): boolean {
+    if (this.state === 'up' || this.state === 'unknown') return true;
+    if (this.state === 'probing' && !this.probeInFlight) {
+      this.probeInFlight = true;
+      return true;
+    }
+    return false;
+  }
+
+  succeeded(): void {
+    const was = this.state;
+    this.state = 'up';
+    this.attempt = 0;
+    this.backoff.reset();
+    this.nextRetryAt = null;
+    this.lastSuccessAt = Date.now();
+    this.probeInFlight = false;
+    this.clearTimer();
+    if (was !== 'up') this.onChange();
+  }
+
+  /** A failure of this request only (its session backs off); counted, the gate stays open. */
+  requestFailed(reason: string): void {
+    this.attempt++;
+    this.lastError = reason;
+    if (this.state === 'probing') this.succeeded(); // the server answered: it is reachable
+  }
+
+  /** An upstream-wide failure: close the gate for the next backoff delay. */
+  upstreamFailed(reason: string, retryAfterMs?: number): void {
+    this.attempt++;
+    this.lastError = reason;
+    this.probeInFlight = false;
+    if (this.state === 'down') return; // already waiting; lanes that were in flight report late
+    const delay = this.backoff.fail(retryAfterMs);
+    this.state = 'down';
+    this.nextRetryAt = Date.now() + delay;
+    this.clearTimer();
+    this.timer = setTimeout(() => this.open(), delay);
+    this.timer.unref();
+  }
+
+  /** POST /flush: stop waiting and probe now. */
+  openNow(): void {
+    this.backoff.reset();
+    if (this.state === 'down') this.open();
+  }
+
+  health(): LinkHealth {
+    return {
+      url: this.url,
+      online: this.online,
+      attempt: this.attempt,
+      next_retry_at: this.nextRetryAt !== null && this.state === 'down' ? new Date(this.nextRetryAt).toISOString() : null,
+      last_error: this.lastError,
+      last_success_at: this.lastSuccessAt !== null ? new Date(this.lastSuccessAt).toISOString() : null,
+    };
+  }
+
+  close(): void {
+    this.clearTimer();
+  }
+
+  private open(): void {
+    this.clearTimer();
+    this.state = 'probing';
+    this.probeInFlight = false;
+    this.nextRetryAt = null;
+    this.onChange();
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

@@ -1,0 +1,46 @@
+import type { ErrorCode } from '../protocol/errors.js';
+import type { ActorSettings } from '../actors/session-actor.js';
+
+/**
+ * What crosses between the main thread and an actor worker. A round request carries every op
+ * the gateway routed to that worker since the last round; the reply carries what the round's
+ * write batch needs. Both travel MessagePack-encoded in a transferred ArrayBuffer: measured
+ * 2.4-2.6 M ops/s through a worker round trip, against 1.25 M ops/s with structured clone.
+ */
+
+/** [session number, op kind, receive time ms, validated body]. `register` carries a RegisterInput. */
+export type WorkerOp = [sn: number, kind: string, rt: number, body: unknown];
+
+export interface RoundRequest {
+  /** Round id, echoed in the reply. */
+  r: number;
+  /** Sessions to load into this worker before the ops run: [sn, snapshot bytes]. */
+  activate: Array<[sn: number, snapshot: Uint8Array]>;
+  ops: WorkerOp[];
+  /** Remap broadcast: the session's server id is now known. */
+  remaps: Array<[sn: number, serverId: string]>;
+  /** Sessions to drop from memory after the round (their snapshots are durable). */
+  passivate: number[];
+}
+
+export interface RoundReply {
+  r: number;
+  /** Outbox chunk per session that queued upstream ops: [sn, op count, chunk bytes]. */
+  chunks: Array<[sn: number, count: number, bytes: Uint8Array]>;
+  /** Snapshot per session that changed: [sn, snapshot bytes, active after the round]. */
+  snapshots: Array<[sn: number, bytes: Uint8Array, active: boolean]>;
+  /** Ops that failed, by index in the request's ops: [index, code, message]. Others succeeded. */
+  errors: Array<[index: number, code: ErrorCode, message: string]>;
+}
+
+/** Control messages are plain objects; rounds are ArrayBuffers. */
+export type ControlMessage =
+  | { t: 'reset' } // drop every actor: the next round reloads them from their snapshots
+  | { t: 'stop' }
+  | { t: 'die' }; // test hook: the worker throws, as a bug would
+
+export interface HostTask {
+  slot: number;
+  port: import('node:worker_threads').MessagePort;
+  settings: ActorSettings;
+}
