@@ -1,0 +1,132 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ProtocolError, HTTP_STATUS, errorBody } from '../protocol/errors.js';
+import type { AuthCheck } from './auth.js';
+
+export interface RequestContext {
+  query: URLSearchParams;
+  /** Parsed JSON body (POST), or undefined when empty. */
+  body: unknown;
+  /** Receive time, ms since the epoch: the daemon time stamped on ops. */
+  rt: number;
+}
+
+export interface Route {
+  method: 'GET' | 'POST';
+  /** Routes marked public skip the auth_token check (/health only). */
+  public?: boolean;
+  /** Returns the JSON answer (200); throws ProtocolError for an error answer. */
+  handle(ctx: RequestContext): Promise<unknown> | unknown;
+}
+
+export interface HttpServerOptions {
+  host: string;
+  port: number;
+  max_body_bytes: number;
+  auth: AuthCheck;
+  routes: ReadonlyMap<string, Route>;
+  /** Seconds a client should wait after a 503 (queue full, recovering). */
+  retryAfterSeconds: () => number;
+}
+
+/**
+ * The daemon's one port: DataCat's HTTP JSON API and the admin endpoints (the WebSocket upgrade
+ * attaches to the same server). It parses, checks the limits and the token, and turns every
+ * failure into CONTRACT §2's `{error, details}` with the right status. It holds no session logic.
+ */
+export class HttpGateway {
+  readonly server: Server;
+
+  constructor(private readonly options: HttpServerOptions) {
+    this.server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 60_000 }, (req, res) => void this.serve(req, res));
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Stops accepting connections; idle keep-alive sockets are closed, busy ones finish their request. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeIdleConnections();
+    });
+  }
+
+  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const rt = Date.now();
+    try {
+      const url = new URL(req.url ?? '/', 'http://daemon');
+      const route = this.options.routes.get(url.pathname);
+      if (!route) throw new ProtocolError('not_found', `no endpoint ${url.pathname}; see the API table in README.md`);
+      if (req.method !== route.method) {
+        res.setHeader('allow', route.method);
+        throw new ProtocolError('method_not_allowed', `${url.pathname} takes ${route.method}, not ${req.method}`);
+      }
+      if (!route.public && !this.options.auth.allows(req))
+        throw new ProtocolError('unauthorized', 'missing or wrong auth token: send "Authorization: Bearer <auth_token>"');
+      const body = route.method === 'POST' ? await this.readJson(req) : undefined;
+      const answer = await route.handle({ query: url.searchParams, body, rt });
+      send(res, 200, answer);
+    } catch (err) {
+      const body = errorBody(err);
+      const status = err instanceof ProtocolError ? HTTP_STATUS[err.code] : 500;
+      if (status === 503) res.setHeader('retry-after', String(this.options.retryAfterSeconds()));
+      if (status === 413) res.setHeader('connection', 'close');
+      send(res, status, body);
+      // Do not read an oversized body to its end: answer and drop the connection.
+      if (status === 413) res.on('finish', () => req.destroy());
+    }
+  }
+
+  private readJson(req: IncomingMessage): Promise<unknown> {
+    const limit = this.options.max_body_bytes;
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > limit) return Promise.reject(tooLarge(limit));
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let failed = false;
+      req.on('data', (chunk: Buffer) => {
+        if (failed) return;
+        size += chunk.length;
+        if (size > limit) {
+          failed = true;
+          reject(tooLarge(limit));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on('end', () => {
+        if (failed) return;
+        if (size === 0) return resolve(undefined);
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks, size).toString('utf8')));
+        } catch (err) {
+          reject(new ProtocolError('bad_request', `the body is not valid JSON: ${(err as Error).message.slice(0, 200)}`));
+        }
+      });
+      req.on('error', (err) => {
+        if (!failed) reject(new ProtocolError('bad_request', `could not read the body: ${err.message}`));
+        failed = true;
+      });
+    });
+  }
+}
+
+function tooLarge(limit: number): ProtocolError {
+  return new ProtocolError('payload_too_large', `the body is larger than max_body_bytes=${limit}`);
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body ?? {});
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,90 @@
+import type { CommitQueue } from '../outbox/commit-queue.js';
+import { ProtocolError } from '../protocol/errors.js';
+import type { Op, RegisterBody } from '../protocol/ops.js';
+import type { Directory } from '../actors/directory.js';
+import type { OpOutcome, RoundCoordinator, RoutedOp } from '../actors/round-coordinator.js';
+import type { RegisterInput } from '../actors/session-actor.js';
+
+/** How /register reaches the upstream: the sync actor's `createNow`, or nothing before it starts. */
+export type CreateNow = (body: Record<string, unknown>, timeoutMs: number) => Promise<string | null>;
+
+export interface IngestSettings {
+  register_timeout_ms: number;
+  hostname: string;
+  machine_id: string;
+}
+
+/**
+ * The entry for every op, whatever transport brought it: resolves session ids to session
+ * numbers, refuses unknown sessions, and hands the rest to the open round. HTTP and WebSocket
+ * both call this, so both paths share one write-batch → ack mechanism.
+ */
+export class Ingest {
+  constructor(
+    private readonly rounds: RoundCoordinator,
+    private readonly directory: Directory,
+    private readonly commits: CommitQueue,
+    private readonly settings: IngestSettings,
+    private readonly createNow: () => CreateNow | null,
+  ) {}
+
+  /**
+   * Registers a session: the server's id if the upstream creates it within register_timeout_ms,
+   * else `local-session-<unix-seconds>-<n>` at once, with `n` persisted in the same batch as the
+   * session and never reused. Answers only once the session is durable.
+   */
+  async register(body: RegisterBody, rt: number, extraPuts: Array<[string, Uint8Array]> = []): Promise<string> {
+    const create = {
+      product: body.product,
+      version: body.version,
+      machine_id: body.machine_id ?? this.settings.machine_id,
+      hostname: body.hostname ?? this.settings.hostname,
+    };
+    const createNow = this.createNow();
+    const serverId = createNow ? await createNow(create, this.settings.register_timeout_ms) : null;
+    const sn = this.commits.allocate('sessions');
+    const localId = serverId ? null : `local-session-${Math.floor(rt / 1000)}-${this.commits.allocate('local')}`;
+    const puts = this.directory.add(sn, { local_id: localId, server_id: serverId });
+    const reg: RegisterInput = {
+      product: body.product,
+      version: body.version,
+      hostname: create.hostname,
+      machine_id: create.machine_id,
+      parent_pid: body.parent_pid ?? null,
+      local_id: localId,
+      server_id: serverId,
+    };
+    try {
+      const [outcome] = await this.rounds.submit([{ sn, kind: 'register', rt, body: reg }], puts.concat(extraPuts));
+      if (outcome) throw new ProtocolError(outcome.code, outcome.message);
+    } catch (err) {
+      this.directory.remove(sn);
+      throw err;
+    }
+    return (serverId ?? localId)!;
+  }
+
+  /**
+   * Submits session ops (anything but register). One outcome per op, in order: null when
+   * durable. `puts` are written atomically with the ops (a WebSocket client's high-water mark).
+   */
+  async submit(ops: ReadonlyArray<Exclude<Op, { kind: 'register' }>>, rt: number, puts?: Array<[string, Uint8Array]>): Promise<OpOutcome[]> {
+    const outcomes: OpOutcome[] = new Array(ops.length).fill(null);
+    const routed: RoutedOp[] = [];
+    const positions: number[] = [];
+    ops.forEach((op, i) => {
+      const sn = this.directory.resolve(op.body.session_id);
+      if (sn === undefined) {
+        outcomes[i] = { code: 'unknown_session', message: `no session has the id "${op.body.session_id.slice(0, 128)}"` };
+        return;
+      }
+      routed.push({ sn, kind: op.kind, rt, body: op.body });
+      positions.push(i);
+    });
+    if (routed.length > 0 || (puts && puts.length > 0)) {
+      const results = await this.rounds.submit(routed, puts);
+      results.forEach((r, j) => (outcomes[positions[j]!] = r));
+    }
+    return outcomes;
+  }
+}
