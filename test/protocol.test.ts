@@ -1,0 +1,60 @@
+import t from 'tap';
+import { validateOp, mergeState, DEFAULT_LIMITS, ProtocolError } from '../src/protocol/index.js';
+
+const limits = DEFAULT_LIMITS;
+const code = (fn: () => unknown): string | undefined => {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof ProtocolError ? err.code : 'not a ProtocolError';
+  }
+  return undefined;
+};
+
+t.test('validateOp keeps known fields, ignores unknown ones, and names the bad field', async (t) => {
+  const op = validateOp('event', { session_id: 's', name: 'n', level: 'error', extra: 1, data: { a: 1 }, stacktrace: ['l1', 'l2'] }, limits);
+  t.same(op, { kind: 'event', body: { session_id: 's', name: 'n', category: 'error', data: { a: 1 }, stacktrace: ['l1', 'l2'] } }, 'level fills category; unknown fields dropped');
+  t.same(validateOp('event', { session_id: 's', name: 'n', category: 'info', level: 'error' }, limits).body, { session_id: 's', name: 'n', category: 'info' });
+  t.same(validateOp('metric', { session_id: 's', name: 'c', type: 'counter', value: 0, delta: 2 }, limits).body, { session_id: 's', name: 'c', type: 'counter', value: 0, delta: 2 });
+  t.same(validateOp('metric', { session_id: 's', name: 'c', type: 'counter', delta: 2 }, limits).body.value, 0, 'value may be omitted with delta');
+  t.equal(validateOp('metric', { session_id: 's', name: 'g', value: 1 }, limits).body.type, 'gauge', 'type defaults to gauge');
+  t.same(validateOp('register', { product: 'p', version: 'v', parent_pid: 12 }, limits).body, { product: 'p', version: 'v', parent_pid: 12 });
+  t.equal(code(() => validateOp('metric', { session_id: 's', name: 'g' }, limits)), 'invalid_field', 'value required without delta');
+  t.equal(code(() => validateOp('metric', { session_id: 's', name: 'g', value: Infinity }, limits)), 'invalid_field');
+  t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', source_line: 1.5 }, limits)), 'invalid_field');
+  t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', labels: ['a', 2] }, limits)), 'invalid_field');
+  t.equal(code(() => validateOp('event', { session_id: '', name: 'n' }, limits)), 'invalid_field', 'empty id');
+  t.equal(code(() => validateOp('launch', {}, limits)), 'unknown_op');
+  t.equal(code(() => validateOp('state', 'x', limits)), 'bad_request');
+  t.equal(code(() => validateOp('register', { product: 'p', version: 'v', parent_pid: -1 }, limits)), 'invalid_field');
+  t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', message: 'm'.repeat(70_000) }, limits)), 'too_long');
+  t.equal(code(() => validateOp('state', { session_id: 's', state: { ['k'.repeat(300)]: 1 } }, limits)), 'too_long', 'long keys');
+});
+
+t.test('histogram buckets: ascending numbers with "inf" last', async (t) => {
+  const ok = validateOp('metric', { session_id: 's', name: 'h', type: 'histogram', value: 1, metadata: { buckets: [0.1, 1, 'inf'] } }, limits);
+  t.same((ok.body as any).metadata.buckets, [0.1, 1, 'inf']);
+  for (const buckets of [[1, 0.5], ['inf', 1], [], 'x', [1, 'soon']])
+    t.equal(code(() => validateOp('metric', { session_id: 's', name: 'h', type: 'histogram', value: 1, metadata: { buckets } }, limits)), 'invalid_field', JSON.stringify(buckets));
+});
+
+t.test('depth and forbidden keys are checked everywhere', async (t) => {
+  let deep: unknown = 1;
+  for (let i = 0; i < 70; i++) deep = [deep];
+  t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', data: { deep } }, limits)), 'too_deep');
+  t.equal(code(() => validateOp('metric', { session_id: 's', name: 'n', value: 1, metadata: JSON.parse('{"__proto__":{"x":1}}') }, limits)), 'forbidden_key');
+  t.equal(code(() => validateOp('state', { session_id: 's', state: { a: [{ constructor: 1 }] } }, limits)), 'forbidden_key', 'inside arrays too');
+});
+
+t.test('mergeState: deep merge, null deletes, arrays replace, no-ops detected', async (t) => {
+  const s: Record<string, unknown> = {};
+  t.same(mergeState(s, { a: 1, b: { c: 2, d: [1, 2] } }), { a: 1, b: { c: 2, d: [1, 2] } });
+  t.equal(mergeState(s, { a: 1, b: { c: 2 } }), null, 'nothing changed');
+  t.equal(mergeState(s, { zzz: null }), null, 'deleting a missing key changes nothing');
+  t.same(mergeState(s, { b: { c: null, d: [3] }, e: { f: null, g: 1 } }), { b: { c: null, d: [3] }, e: { g: 1 } }, 'effective patch only');
+  t.same(s, { a: 1, b: { d: [3] }, e: { g: 1 } });
+  t.same(mergeState(s, { a: { x: 1 } }), { a: { x: 1 } }, 'scalar replaced by an object');
+  const patch = mergeState(s, { n: { deep: 1 } })!;
+  mergeState(s, { n: { more: 2 } });
+  t.same(patch, { n: { deep: 1 } }, 'an effective patch is not changed by later merges');
+});
