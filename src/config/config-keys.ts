@@ -266,7 +266,7 @@ const KEY_TABLE = [
   { name: 'batch_interval_seconds', type: positiveNumber(), default: 5,
     description: 'how often counter/histogram aggregates are sent upstream' },
   { name: 'max_batch_size', type: int(1), default: 100,
-    description: "most ops the sync actor reads from one session's queue at a time" },
+    description: "ops one session sends upstream before its sync slot goes to the next waiting session" },
   { name: 'heartbeat_timeout_seconds', type: positiveNumber(), default: 60,
     description: 'no heartbeat for this long marks a session hung' },
   { name: 'data_dir', type: filePath(),
