@@ -18,6 +18,13 @@ export interface SyncSettings {
   max_batch_size: number;
 }
 
+/**
+ * Consumption writes a lane may have in flight behind its sends. A SIGKILL can lose at most these
+ * records of delivered ops, which are then sent again after the restart: a small window keeps that
+ * bound small while letting one session's drain overlap its HTTP round trips with LevelDB writes.
+ */
+const PIPELINED_WRITES = 16;
+
 /** A dead letter as stored under `d!<seq>`. */
 export interface DeadLetter {
   sn: number;
@@ -45,6 +52,10 @@ interface Lane {
   lastError: string | null;
   backoff: Backoff;
   status: 'ready' | 'running' | 'waiting' | 'parked';
+  /** This lane holds the probe of a recovering link (see UpstreamLink.admit). */
+  probe: boolean;
+  /** Deliveries whose consumption write is not yet durable: resent after a local write failure. */
+  unrecorded: number;
   /** New chunks were committed while this lane was reading: read again before retiring. */
   more: boolean;
   timer: NodeJS.Timeout | null;
@@ -101,7 +112,8 @@ export class SyncActor {
       if (!first) break;
       const { sn } = parseChunkKey(first[0]);
       const ops = decodeChunk(first[1]);
-      this.addLane(sn, ops[0]?.t ?? Date.now());
+      // A round may have committed for this session while we scanned: it has a lane already.
+      if (!this.lanes.has(sn)) this.addLane(sn, ops[0]?.t ?? Date.now());
       gt = chunkRange(sn).lt;
     }
     if (this.lanes.size === 0) void this.probe();
@@ -129,16 +141,24 @@ export class SyncActor {
     this.pump();
   }
 
-  /** Creates a session upstream right now, if the upstream is not known to be down. */
+  /**
+   * Creates a session upstream right now for /register, if the upstream is not known to be down,
+   * within `timeoutMs` all told. A register that merely ran out of time says nothing about the
+   * upstream as a whole (it may be slow, not down), so only a definite failure closes the gate.
+   */
   async createNow(body: Record<string, unknown>, timeoutMs: number): Promise<string | null> {
     if (this.link.state === 'down' || timeoutMs <= 0) return null;
-    const outcome = await this.upstream.createSession(body, timeoutMs);
-    if (outcome.kind === 'ok' && outcome.sessionId) {
+    const outcome = await this.upstream.createSession(body, { timeoutMs, urgent: true });
+    if (outcome.kind === 'ok') {
       this.link.succeeded();
       this.pump();
       return outcome.sessionId;
     }
-    this.record(outcome);
+    if (outcome.kind === 'retry' && outcome.timedOut) {
+      // The server may have created it anyway: an orphan session upstream, counted.
+      this.stats.inDoubt++;
+      this.link.requestFailed(outcome.reason);
+    } else this.record(outcome);
     return null;
   }
 
@@ -201,6 +221,8 @@ export class SyncActor {
       more: false,
       timer: null,
       writes: [],
+      probe: false,
+      unrecorded: 0,
     };
     this.lanes.set(sn, lane);
     this.ready.add(lane);
@@ -215,7 +237,8 @@ export class SyncActor {
 
   private pump(): void {
     while (!this.closed && this.running < this.settings.sync_concurrency && this.ready.size > 0) {
-      if (!this.link.admit()) {
+      const admitted = this.link.admit();
+      if (!admitted) {
         // The gate is closed: everyone waiting goes to the parked set until it opens.
         for (const lane of this.ready) lane.status = 'parked';
         this.ready.clear();
@@ -224,11 +247,19 @@ export class SyncActor {
       const lane = this.ready.values().next().value as Lane;
       this.ready.delete(lane);
       lane.status = 'running';
+      lane.probe = admitted === 'probe';
       this.running++;
       this.runLane(lane)
         .catch((err: unknown) => this.laneCrashed(lane, err))
         .finally(() => {
           this.running--;
+          if (lane.probe) {
+            // Ended without an answer from the upstream (retired, dead-lettered locally, crashed):
+            // hand the probe on, or probe with /health if nobody else is waiting.
+            lane.probe = false;
+            this.link.releaseProbe();
+            if (this.ready.size === 0 && this.link.state === 'probing') void this.probe();
+          }
           this.pump();
         });
     }
@@ -244,7 +275,7 @@ export class SyncActor {
 
   /** Tests a closed link with GET /health when no session has anything to send. */
   private async probe(): Promise<void> {
-    if (this.closed || !this.link.admit()) return;
+    if (this.closed || this.link.admit() !== 'probe') return;
     const outcome = await this.upstream.probe();
     if (outcome.kind === 'retry' && outcome.scope === 'upstream') this.link.upstreamFailed(outcome.reason, outcome.retryAfterMs);
     else this.link.succeeded(); // any HTTP answer (even 404) means the server is reachable
@@ -255,13 +286,18 @@ export class SyncActor {
     for (let sent = 0; sent < this.settings.max_batch_size; ) {
       if (this.closed) return;
       if (!lane.ops && !(await this.loadHead(lane))) return this.retireOrReread(lane);
-      if (sent > 0 && !this.link.admit()) {
-        lane.status = 'parked';
-        return;
+      if (sent > 0) {
+        const admitted = this.link.admit();
+        if (!admitted) {
+          lane.status = 'parked';
+          return;
+        }
+        if (admitted === 'probe') lane.probe = true;
       }
       const op = lane.ops![lane.index]!;
       const outcome = await this.deliver(lane, op);
       if (this.closed) return;
+      if (outcome.status !== undefined || outcome.kind === 'retry') lane.probe = false; // the upstream answered (or failed): the link knows
       if (outcome.kind === 'retry') return this.retryLater(lane, outcome);
       if (outcome.kind === 'ok') {
         this.link.succeeded();
@@ -287,7 +323,7 @@ export class SyncActor {
     lane.attempts++;
     if (op.k === 'create') {
       const outcome = await this.upstream.createSession(op.b);
-      if (outcome.kind === 'ok' && outcome.sessionId) {
+      if (outcome.kind === 'ok') {
         return { ...outcome, serverId: outcome.sessionId, remapWrites: this.directory.remapWrites(lane.sn, outcome.sessionId) };
       }
       return outcome;
@@ -335,7 +371,8 @@ export class SyncActor {
     lane.index++;
     lane.attempts = 0;
     lane.lastError = null;
-    const ws: WriteSet = { puts, dels: [], deltas: { depth: -1, ...deltas } };
+    // A copy: `puts` is the caller's (a remap or a dead letter), and the cursor goes in too.
+    const ws: WriteSet = { puts: [...puts], dels: [], deltas: { depth: -1, ...deltas } };
     const chunkDone = lane.index >= lane.ops!.length;
     if (chunkDone) {
       ws.dels!.push(lane.chunkKey!, cursorKey(lane.sn));
@@ -347,11 +384,13 @@ export class SyncActor {
       ws.puts!.push([cursorKey(lane.sn), pack([lane.chunkSeq, lane.index])]);
       lane.headT = lane.ops![lane.index]!.t;
     }
-    lane.writes.push(this.commits.submit(ws));
-    if (chunkDone || puts.length > 0 || lane.writes.length >= 64) {
-      const writes = lane.writes.splice(0);
-      await Promise.all(writes);
-    }
+    lane.unrecorded++;
+    const write = this.commits.submit(ws).then(() => void lane.unrecorded--);
+    write.catch(() => undefined); // observed below, when the lane waits for its writes
+    lane.writes.push(write);
+    // Within a chunk, the next send overlaps this write (up to PIPELINED_WRITES of them). At a
+    // chunk's end, and for a remap or a dead letter, the lane waits until they are durable.
+    if (chunkDone || puts.length > 0 || lane.writes.length >= PIPELINED_WRITES) await Promise.all(lane.writes.splice(0));
   }
 
   private async loadHead(lane: Lane): Promise<boolean> {
@@ -388,12 +427,15 @@ export class SyncActor {
       this.makeReady(lane);
       return;
     }
-    this.lanes.delete(lane.sn);
+    if (this.lanes.get(lane.sn) === lane) this.lanes.delete(lane.sn);
     if (this.lanes.size === 0) for (const w of this.drainWaiters.splice(0)) w();
   }
 
   /** A LevelDB read or write failed under the lane: start it over from what is on disk. */
   private laneCrashed(lane: Lane, err: unknown): void {
+    // Deliveries not recorded will be sent again: the upstream already has them.
+    this.stats.inDoubt += lane.unrecorded;
+    lane.unrecorded = 0;
     lane.writes = [];
     lane.ops = null;
     lane.chunkKey = null;

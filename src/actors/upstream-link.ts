@@ -44,14 +44,22 @@ export class UpstreamLink {
     return this.state === 'up';
   }
 
-  /** May a lane send now? In `probing`, only the one that takes the probe. */
-  admit(): boolean {
-    if (this.state === 'up' || this.state === 'unknown') return true;
+  /**
+   * May a sender go now? `'probe'` means it holds the single probe of a recovering link and must
+   * give it back (`releaseProbe`) if it ends without an answer from the upstream.
+   */
+  admit(): 'free' | 'probe' | false {
+    if (this.state === 'up' || this.state === 'unknown') return 'free';
     if (this.state === 'probing' && !this.probeInFlight) {
       this.probeInFlight = true;
-      return true;
+      return 'probe';
     }
     return false;
+  }
+
+  /** The probe holder ended without hearing from the upstream: the next sender may probe. */
+  releaseProbe(): void {
+    if (this.state === 'probing') this.probeInFlight = false;
   }
 
   succeeded(): void {
@@ -90,7 +98,7 @@ export class UpstreamLink {
   /** POST /flush: stop waiting and probe now. */
   openNow(): void {
     this.backoff.reset();
-    if (this.state === 'down') this.open();
+    if (this.state === 'down' || this.state === 'probing') this.open();
   }
 
   health(): LinkHealth {

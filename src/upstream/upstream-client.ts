@@ -16,7 +16,7 @@ const gzip = promisify(gzipCb);
  */
 export type Outcome =
   | { kind: 'ok'; status: number; body: unknown }
-  | { kind: 'retry'; scope: 'upstream' | 'request'; reason: string; retryAfterMs?: number; inDoubt: boolean; status?: number }
+  | { kind: 'retry'; scope: 'upstream' | 'request'; reason: string; retryAfterMs?: number; inDoubt: boolean; status?: number; timedOut?: boolean }
   | { kind: 'dead'; reason: string; status: number };
 
 export interface UpstreamOptions {
@@ -38,32 +38,42 @@ const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREAC
  */
 export class UpstreamClient {
   private readonly pool: Pool;
+  /** /register's creates: a few connections of their own, so they never queue behind the drain. */
+  private readonly urgentPool: Pool;
   private readonly basePath: string;
   private readonly headers: Record<string, string>;
 
   constructor(private readonly options: UpstreamOptions) {
     const url = new URL(options.server_url);
     this.basePath = url.pathname.replace(/\/$/, '');
-    this.pool = new Pool(url.origin, {
-      connections: options.sync_concurrency + 2,
+    const poolOptions = {
       keepAliveTimeout: 30_000,
       headersTimeout: options.upstream_timeout_ms,
       bodyTimeout: options.upstream_timeout_ms,
       connect: { timeout: Math.min(options.upstream_timeout_ms, 10_000), rejectUnauthorized: !options.tls_insecure_skip_verify },
-    });
+    };
+    this.pool = new Pool(url.origin, { ...poolOptions, connections: options.sync_concurrency + 1 });
+    this.urgentPool = new Pool(url.origin, { ...poolOptions, connections: 4 });
     this.headers = { 'content-type': 'application/json', 'user-agent': 'datacat-daemon' };
     if (options.api_key) this.headers['authorization'] = `Bearer ${options.api_key}`;
     if (options.enable_compression) this.headers['content-encoding'] = 'gzip';
   }
 
-  /** Creates a session; on success `sessionId` is the server's id (`session_id`, or `id`). */
-  async createSession(body: Record<string, unknown>, timeoutMs?: number): Promise<Outcome & { sessionId?: string }> {
-    const outcome = await this.post('/api/sessions', body, timeoutMs);
+  /**
+   * Creates a session; on success `sessionId` is the server's id (`session_id`, or `id`). A 2xx
+   * without a usable id is a dead letter: retrying would create yet another session upstream.
+   * `urgent` (for /register) uses its own connections and bounds the whole call by `timeoutMs`.
+   */
+  async createSession(
+    body: Record<string, unknown>,
+    opts: { timeoutMs?: number; urgent?: boolean } = {},
+  ): Promise<Exclude<Outcome, { kind: 'ok' }> | (Extract<Outcome, { kind: 'ok' }> & { sessionId: string })> {
+    const outcome = await this.post('/api/sessions', body, opts);
     if (outcome.kind !== 'ok') return outcome;
     const answer = outcome.body as { session_id?: unknown; id?: unknown } | null;
     const id = answer?.session_id ?? answer?.id;
     if (typeof id !== 'string' || id.length === 0 || id.length > 1024)
-      return { kind: 'retry', scope: 'request', reason: `create answered ${outcome.status} without a session_id`, inDoubt: true, status: outcome.status };
+      return { kind: 'dead', reason: `create answered ${outcome.status} without a usable session_id: ${JSON.stringify(outcome.body).slice(0, 200)}`, status: outcome.status };
     return { ...outcome, sessionId: id };
   }
 
@@ -97,24 +107,25 @@ export class UpstreamClient {
   }
 
   /** Shutdown: aborts requests in flight (their ops stay queued and are sent after a restart). */
-  close(): Promise<void> {
-    return this.pool.destroy();
+  async close(): Promise<void> {
+    await Promise.all([this.pool.destroy(), this.urgentPool.destroy()]);
   }
 
-  private async post(path: string, body: unknown, timeoutMs?: number): Promise<Outcome> {
+  private async post(path: string, body: unknown, opts: { timeoutMs?: number; urgent?: boolean } = {}): Promise<Outcome> {
     let payload: Buffer = Buffer.from(JSON.stringify(body));
     if (this.options.enable_compression) payload = await gzip(payload);
-    return this.request('POST', path, payload, timeoutMs);
+    return this.request('POST', path, payload, opts);
   }
 
-  private async request(method: 'GET' | 'POST', path: string, body: Buffer | undefined, timeoutMs?: number): Promise<Outcome> {
+  private async request(method: 'GET' | 'POST', path: string, body: Buffer | undefined, opts: { timeoutMs?: number; urgent?: boolean } = {}): Promise<Outcome> {
+    const signal = opts.timeoutMs !== undefined ? AbortSignal.timeout(opts.timeoutMs) : undefined;
     try {
-      const res = await this.pool.request({
+      const res = await (opts.urgent ? this.urgentPool : this.pool).request({
         method,
         path: this.basePath + path,
         headers: body ? this.headers : { 'user-agent': 'datacat-daemon', ...(this.options.api_key ? { authorization: this.headers['authorization']! } : {}) },
         body,
-        ...(timeoutMs !== undefined ? { headersTimeout: timeoutMs, bodyTimeout: timeoutMs } : {}),
+        signal,
       });
       const text = await res.body.text();
       const status = res.statusCode;
@@ -125,9 +136,14 @@ export class UpstreamClient {
       if (status === 429 || status === 502 || status === 503 || status === 504)
         return { kind: 'retry', scope: 'upstream', reason, retryAfterMs, inDoubt: false, status };
       if (status >= 500 || status === 408) return { kind: 'retry', scope: 'request', reason, retryAfterMs, inDoubt: status !== 408, status };
+      // A redirect means server_url is wrong (http vs https, a moved host): every op would get
+      // it, so wait as for an unavailable upstream, with the answer in /health's last_error.
+      if (status < 400) return { kind: 'retry', scope: 'upstream', reason: `${reason} (check server_url)`, retryAfterMs, inDoubt: false, status };
       return { kind: 'dead', reason, status };
     } catch (err) {
-      return { kind: 'retry', scope: 'upstream', reason: describeError(err), inDoubt: !NOT_SENT.has(errorCode(err)) };
+      const timedOut = signal?.aborted === true;
+      const reason = timedOut ? `timeout after ${opts.timeoutMs} ms` : describeError(err);
+      return { kind: 'retry', scope: 'upstream', reason, inDoubt: timedOut || !NOT_SENT.has(errorCode(err)), timedOut };
     }
   }
 }

@@ -17,6 +17,9 @@ export default function host(task: HostTask): Promise<void> {
   const actors = new ActorRegistry(task.settings);
   const port: MessagePort = task.port;
   return new Promise((resolve) => {
+    // The pool closes the port when it gives up on this host (e.g. a reply out of order): end the
+    // task then, so piscina can run the replacement host on this thread.
+    port.on('close', () => resolve());
     port.on('message', (msg: ArrayBuffer | ControlMessage) => {
       if (msg instanceof ArrayBuffer) {
         const reply = actors.runRound(unpack(new Uint8Array(msg)) as RoundRequest);

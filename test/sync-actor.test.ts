@@ -1,0 +1,103 @@
+import t from 'tap';
+import { openStore } from '../dist/src/outbox/store.js';
+import { CommitQueue } from '../dist/src/outbox/commit-queue.js';
+import { decodeCounters } from '../dist/src/outbox/counters.js';
+import { encodeChunk, type UpstreamOp } from '../dist/src/outbox/chunk.js';
+import { Directory } from '../dist/src/actors/directory.js';
+import { SyncActor } from '../dist/src/actors/sync-actor.js';
+import { UpstreamClient } from '../dist/src/upstream/upstream-client.js';
+import { startFakeUpstream, type FakeUpstream } from './support/fake-upstream.js';
+import { startTestDaemon, until } from './support/daemon-harness.js';
+
+/** A sync actor over a real store and a real upstream client, with sessions queued by hand. */
+async function rig(t: Tap.Test, upstream: FakeUpstream) {
+  const db = await openStore(t.testdir());
+  const commits = new CommitQueue(db, decodeCounters(undefined), { sync: false });
+  const directory = new Directory();
+  const settings = { server_url: upstream.url, retry_base_ms: 40, retry_max_ms: 200, sync_concurrency: 4, max_batch_size: 100 };
+  const client = new UpstreamClient({ ...settings, api_key: null, enable_compression: false, tls_insecure_skip_verify: false, upstream_timeout_ms: 2000 });
+  const sync = new SyncActor(db, commits, directory, client, settings, () => undefined);
+  t.teardown(async () => {
+    await sync.close();
+    await db.close();
+  });
+  const queue = async (sn: number, ops: UpstreamOp[]): Promise<void> => {
+    directory.add(sn, { local_id: `local-session-1-${sn}`, server_id: null });
+    await commits.submit({ chunks: [{ sn, count: ops.length, value: encodeChunk(ops) }] });
+  };
+  return { db, commits, directory, sync, queue };
+}
+
+const create = (t = 1): UpstreamOp => ({ k: 'create', t, b: { product: 'p', version: '1' } });
+const state = (i: number): UpstreamOp => ({ k: 'state', t: 2 + i, b: { state: { i } } });
+
+t.test('a commit announced while startup scans the queue does not start a second lane', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const { commits, sync, queue } = await rig(t, upstream);
+  await queue(1, [create(), ...[0, 1, 2, 3, 4].map(state)]);
+  const started = sync.start(); // its first LevelDB read is in flight...
+  sync.notify(1, Date.now()); // ...when a round commits for the same session
+  await started;
+  await until(() => commits.counters.depth === 0, 'drained');
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(upstream.applied({ kind: 'create' }).length, 1, 'one create');
+  t.same(upstream.applied({ kind: 'state' }).map((r) => r.body.state.i), [0, 1, 2, 3, 4], 'each op once, in order');
+  t.equal(commits.counters.depth, 0);
+});
+
+t.test('a lane that never reaches the upstream does not keep the probe: sync resumes', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const { commits, sync, queue } = await rig(t, upstream);
+  await queue(1, [state(0), state(1)]); // its create is gone (dead-lettered before): no server id
+  await queue(2, [create(), state(9)]);
+  sync.link.upstreamFailed('ECONNREFUSED (simulated)');
+  await sync.start();
+  await until(() => commits.counters.depth === 0, 'both sessions consumed', 5000);
+  t.equal(commits.counters.dead, 2, "session 1's ops are dead letters (never created upstream)");
+  t.equal(upstream.applied({ kind: 'state' }).length, 1, 'session 2 delivered');
+  t.equal(sync.link.state, 'up');
+});
+
+t.test('a create answered 2xx without a session id is a dead letter, not retried forever', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const { commits, sync, queue } = await rig(t, upstream);
+  upstream.addFault({ match: (r) => r.kind === 'create', status: 200, times: 1 });
+  await queue(1, [create(), state(0)]);
+  await sync.start();
+  await until(() => commits.counters.depth === 0, 'consumed');
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(upstream.requests.filter((r) => r.kind === 'create').length, 1, 'one create attempt');
+  t.equal(commits.counters.dead, 2, 'the create and the op that needed it');
+});
+
+t.test('a redirect is retried as an unavailable upstream, not dead-lettered', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const { commits, sync, queue } = await rig(t, upstream);
+  upstream.addFault({ match: (r) => r.kind === 'state', status: 301, times: 2 });
+  await queue(1, [create(), state(0)]);
+  await sync.start();
+  await until(() => commits.counters.depth === 0, 'delivered after the redirects stop');
+  t.equal(commits.counters.dead, 0);
+  t.equal(upstream.applied({ kind: 'state' }).length, 1);
+});
+
+t.test('a slow create: /register answers a local id within register_timeout_ms, and the other sessions keep syncing', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const { api, daemon } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, register_timeout_ms: 300 });
+  const fast = await api.register('fast', '1');
+  t.match(fast, /^srv-/);
+  upstream.addFault({ match: (r) => r.kind === 'create', delayMs: 1500, times: 1 });
+  const started = Date.now();
+  const slow = await api.register('slow', '1');
+  const took = Date.now() - started;
+  t.match(slow, /^local-session-/, 'a local id');
+  t.ok(took < 1000, `answered in ${took} ms`);
+  await api.ok('/event', { session_id: fast, name: 'still-syncing' });
+  await until(() => upstream.applied({ kind: 'event' }).length === 1, 'the other session still syncs');
+  t.equal(daemon.health().upstream.next_retry_at, null, 'the upstream was not declared down');
+});
