@@ -13,6 +13,8 @@ import { SessionReads } from './gateway/session-reads.js';
 import { HttpGateway } from './gateway/http-server.js';
 import { buildRoutes } from './gateway/http-routes.js';
 import { AuthCheck } from './gateway/auth.js';
+import { ClientMarks } from './gateway/client-marks.js';
+import { WsGateway } from './gateway/ws-gateway.js';
 import { hostIdentity } from './host-identity.js';
 import { silentLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
@@ -30,6 +32,7 @@ export interface DaemonOptions {
 export class Daemon {
   sync: SyncActor | null = null;
   private closing: Promise<void> | null = null;
+  private readonly passivation: NodeJS.Timeout;
   private readonly syncReady: Promise<void>;
 
   private constructor(
@@ -41,13 +44,18 @@ export class Daemon {
     readonly rounds: RoundCoordinator,
     readonly ingest: Ingest,
     readonly http: HttpGateway,
+    readonly ws: WsGateway,
     readonly port: number,
     readonly limits: Limits,
     private readonly logger: Logger,
     private readonly startedSync: () => Promise<void>,
   ) {
     this.syncReady = this.startedSync();
+    // Ended sessions leave worker memory once idle; active ones stay (their actors watch heartbeats).
+    this.passivation = setInterval(() => this.rounds.passivateIdle(config.session_idle_seconds * 1000), Math.min(10_000, config.session_idle_seconds * 1000));
+    this.passivation.unref();
   }
+
 
   static async start(config: DaemonConfig, options: DaemonOptions = {}): Promise<Daemon> {
     const logger = options.logger ?? silentLogger;
@@ -79,13 +87,33 @@ export class Daemon {
       health: () => daemon!.health(),
       flush: (wait) => daemon!.flush(wait),
     });
+    const auth = new AuthCheck(config.auth_token);
     const http = new HttpGateway({
       host: config.host,
       port: config.daemon_port,
       max_body_bytes: config.max_body_bytes,
-      auth: new AuthCheck(config.auth_token),
+      auth,
       routes,
       retryAfterSeconds: () => 1,
+    });
+    const overloaded = (): boolean => commits.pendingBytes > config.max_pending_bytes;
+    const ws = new WsGateway({
+      server: http.server,
+      auth,
+      marks: new ClientMarks(db),
+      ingest,
+      reads,
+      limits,
+      maxInflightOps: config.ws_max_inflight_ops,
+      overloaded,
+      version: VERSION,
+    });
+    // Sockets paused for a write backlog read again once it is below its bound.
+    let wasOverloaded = false;
+    commits.on('written', () => {
+      const now = overloaded();
+      if (now !== wasOverloaded) ws.updateFlow();
+      wasOverloaded = now;
     });
     const address = await http.listen();
 
@@ -96,7 +124,8 @@ export class Daemon {
       const upstream = new UpstreamClient(config);
       sync = new SyncActor(db, commits, directory, upstream, config, (sn, localId, serverId) => {
         rounds.broadcastRemap(sn, serverId);
-        logger.info({ local_id: localId, server_id: serverId }, 'session remapped');
+        if (localId) ws.broadcastRemap(localId, serverId);
+        logger.debug({ local_id: localId, server_id: serverId }, 'session remapped');
       });
       daemon!.sync = sync;
       rounds.afterCommit = (sns) => {
@@ -105,7 +134,7 @@ export class Daemon {
       };
       await sync.start();
     };
-    daemon = new Daemon(config, db, commits, directory, pool, rounds, ingest, http, address.port, limits, logger, startSync);
+    daemon = new Daemon(config, db, commits, directory, pool, rounds, ingest, http, ws, address.port, limits, logger, startSync);
     logger.info({ port: address.port, host: config.host, data_dir: config.data_dir, server_url: config.server_url }, 'datacat daemon listening');
     return daemon;
   }
@@ -148,7 +177,9 @@ export class Daemon {
   /** SIGTERM: stop accepting, persist what was accepted, stop syncing, close the store. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      clearInterval(this.passivation);
       const httpClosed = this.http.close();
+      await this.ws.close();
       await this.rounds.drain();
       await this.syncReady.catch(() => undefined);
       await this.sync?.close();

@@ -26,9 +26,11 @@ interface Entry {
 
 interface Round {
   id: number;
+  /** The failure epoch the round was created in; a failure since then refuses it. */
   epoch: number;
   /** Set once its requests are posted to workers: from then on it must settle before a reload. */
   posted: boolean;
+  at: number;
   entries: Entry[];
   remaps: Map<number, Array<[number, string]>>;
   passivate: Map<number, number[]>;
@@ -70,8 +72,8 @@ export class RoundCoordinator {
   private settleWaiters: Array<() => void> = [];
   /** Sessions that are active (not ended or crashed) as of the last durable round. */
   readonly activeSessions: Set<number>;
-  /** Round of the last op for each session, and the last round made durable: passivation waits for both. */
-  private readonly lastTouched = new Map<number, number>();
+  /** [round, time] of the last op for each resident session; passivation waits for that round to be durable. */
+  private readonly lastTouched = new Map<number, [round: number, at: number]>();
   private lastDurableRound = 0;
   /** Told which sessions got new outbox chunks, once they are durable (the sync actor listens). */
   afterCommit: ((sessions: number[]) => void) | null = null;
@@ -116,12 +118,13 @@ export class RoundCoordinator {
    * heartbeats. A session is passivated only once its last round is durable, so a later activation
    * reads the snapshot that round wrote.
    */
-  passivateIdle(isIdle: (sn: number) => boolean): number {
+  passivateIdle(idleMs: number, now = Date.now()): number {
     let n = 0;
     for (let slot = 0; slot < this.resident.length; slot++) {
       for (const sn of this.resident[slot]!) {
-        if (this.activeSessions.has(sn) || !isIdle(sn)) continue;
-        if ((this.lastTouched.get(sn) ?? 0) > this.lastDurableRound) continue;
+        if (this.activeSessions.has(sn)) continue;
+        const [round, at] = this.lastTouched.get(sn) ?? [0, 0];
+        if (now - at < idleMs || round > this.lastDurableRound) continue;
         this.resident[slot]!.delete(sn);
         this.lastTouched.delete(sn);
         push(this.passivations, slot, sn);
@@ -155,7 +158,7 @@ export class RoundCoordinator {
 
   private startRound(): void {
     if (this.open.length === 0 && this.remaps.size === 0 && this.passivations.size === 0) return this.notifyIdle();
-    const round: Round = { id: this.nextRoundId++, epoch: -1, posted: false, entries: this.open, remaps: this.remaps, passivate: this.passivations };
+    const round: Round = { id: this.nextRoundId++, epoch: this.epoch, posted: false, at: Date.now(), entries: this.open, remaps: this.remaps, passivate: this.passivations };
     this.open = [];
     this.remaps = new Map();
     this.passivations = new Map();
@@ -179,7 +182,7 @@ export class RoundCoordinator {
   /** Loads what the round needs into the workers and sends each worker its part. */
   private async dispatch(round: Round): Promise<Array<{ slot: number; refs: OpRef[]; reply: Promise<RoundReply> }>> {
     while (this.gate) await this.gate;
-    round.epoch = this.epoch;
+    if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
     const size = this.pool.size;
     const requests: RoundRequest[] = Array.from({ length: size }, () => ({ r: round.id, activate: [], ops: [], remaps: [], passivate: [] }));
     const refs: OpRef[][] = Array.from({ length: size }, () => []);
@@ -192,7 +195,7 @@ export class RoundCoordinator {
           resident.add(op.sn);
           if (op.kind !== 'register') toLoad.push([slot, op.sn]);
         }
-        this.lastTouched.set(op.sn, round.id);
+        this.lastTouched.set(op.sn, [round.id, round.at]);
         requests[slot]!.ops.push([op.sn, op.kind, op.rt, op.body] as WorkerOp);
         refs[slot]!.push([e, o]);
       });
@@ -284,6 +287,12 @@ export class RoundCoordinator {
   private onFailure(_err: Error): void {
     this.failures++;
     this.epoch++;
+    // Ops submitted before the failure are refused too, even those not yet in a round: a client's
+    // later writes (a WebSocket high-water mark) must never land after an earlier op was lost.
+    const open = this.open;
+    this.open = [];
+    const refused = unavailable('the daemon is recovering from a failure; retry');
+    for (const entry of open) entry.reject(refused);
     this.pool.broadcast({ t: 'reset' });
     for (const set of this.resident) set.clear();
     const gate = (async () => {

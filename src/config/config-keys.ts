@@ -40,6 +40,9 @@ export interface DaemonConfig {
   readonly max_name_length: number;
   readonly max_frame_bytes: number;
   readonly max_ops_per_frame: number;
+  readonly ws_max_inflight_ops: number;
+  readonly max_pending_bytes: number;
+  readonly session_idle_seconds: number;
   readonly register_timeout_ms: number;
   readonly upstream_timeout_ms: number;
   readonly sync_concurrency: number;
@@ -300,6 +303,12 @@ const KEY_TABLE = [
     description: 'WebSocket frame limit' },
   { name: 'max_ops_per_frame', type: int(1), default: 10000,
     description: 'WebSocket ops per frame' },
+  { name: 'ws_max_inflight_ops', type: int(1), default: 100000,
+    description: 'ops one WebSocket connection may have received and not yet acked before the daemon stops reading it' },
+  { name: 'max_pending_bytes', type: int(1048576), default: 268435456,
+    description: 'bytes accepted and not yet written to LevelDB past which the daemon stops reading WebSocket connections' },
+  { name: 'session_idle_seconds', type: positiveNumber(), default: 60,
+    description: 'an ended session idle this long leaves worker memory (it is reloaded from its snapshot if needed)' },
   { name: 'register_timeout_ms', type: int(0), default: 500,
     description: "how long /register waits for the server's id before answering a local id" },
   { name: 'upstream_timeout_ms', type: int(100), default: 10000,

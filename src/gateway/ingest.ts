@@ -33,7 +33,23 @@ export class Ingest {
    * else `local-session-<unix-seconds>-<n>` at once, with `n` persisted in the same batch as the
    * session and never reused. Answers only once the session is durable.
    */
-  async register(body: RegisterBody, rt: number, extraPuts: Array<[string, Uint8Array]> = []): Promise<string> {
+  async register(body: RegisterBody, rt: number): Promise<string> {
+    const { sessionId, durable } = await this.startRegister(body, rt);
+    await durable;
+    return sessionId;
+  }
+
+  /**
+   * The two halves of a registration: resolves as soon as the session is submitted to the open
+   * round (so a WebSocket connection can go on submitting its next ops in order), with `durable`
+   * settling when the registration is persisted. `putsFor(sessionId)` gives writes that must land
+   * atomically with it (a WebSocket client's high-water mark, which names the new session).
+   */
+  async startRegister(
+    body: RegisterBody,
+    rt: number,
+    putsFor: (sessionId: string) => Array<[string, Uint8Array]> = () => [],
+  ): Promise<{ sessionId: string; durable: Promise<void> }> {
     const create = {
       product: body.product,
       version: body.version,
@@ -44,7 +60,7 @@ export class Ingest {
     const serverId = createNow ? await createNow(create, this.settings.register_timeout_ms) : null;
     const sn = this.commits.allocate('sessions');
     const localId = serverId ? null : `local-session-${Math.floor(rt / 1000)}-${this.commits.allocate('local')}`;
-    const puts = this.directory.add(sn, { local_id: localId, server_id: serverId });
+    const idPuts = this.directory.add(sn, { local_id: localId, server_id: serverId });
     const reg: RegisterInput = {
       product: body.product,
       version: body.version,
@@ -54,14 +70,13 @@ export class Ingest {
       local_id: localId,
       server_id: serverId,
     };
-    try {
-      const [outcome] = await this.rounds.submit([{ sn, kind: 'register', rt, body: reg }], puts.concat(extraPuts));
+    const sessionId = (serverId ?? localId)!;
+    const durable = this.rounds.submit([{ sn, kind: 'register', rt, body: reg }], idPuts.concat(putsFor(sessionId))).then(([outcome]) => {
       if (outcome) throw new ProtocolError(outcome.code, outcome.message);
-    } catch (err) {
-      this.directory.remove(sn);
-      throw err;
-    }
-    return (serverId ?? localId)!;
+    });
+    // A registration that was not persisted never happened: its ids must not resolve.
+    durable.catch(() => this.directory.remove(sn));
+    return { sessionId, durable };
   }
 
   /**

@@ -139,6 +139,7 @@ export class CommitQueue extends EventEmitter {
         this.batchesWritten++;
         this.pendingBytes -= bytes;
         group.forEach((p, i) => p.resolve(results[i]!));
+        this.emit('written');
       } catch (err) {
         const error = new Error(`LevelDB write failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
         this.failure = error;

@@ -13,12 +13,15 @@ import { Packr, Unpackr } from 'msgpackr';
  * `.buffer` to another thread (use `packForTransfer`).
  */
 const packr = new Packr({ useRecords: true });
-const unpackr = new Unpackr({ useRecords: true });
+// mapsAsObjects: with useRecords on, msgpackr otherwise decodes plain MessagePack maps (what every
+// other language's encoder writes) into Map instances.
+const unpackr = new Unpackr({ useRecords: true, mapsAsObjects: true });
 
 export function pack(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
+/** Decodes one MessagePack value (records or plain maps → plain objects). Throws on bad input. */
 export function unpack(bytes: Uint8Array): unknown {
   return unpackr.unpack(bytes);
 }

@@ -1,0 +1,110 @@
+import type { Db } from '../outbox/store.js';
+import { clientMarkKey } from '../outbox/keys.js';
+import { pack, unpack } from '../protocol/codec.js';
+import { REMEMBERED_REGISTRATIONS } from '../protocol/frames.js';
+
+interface StoredMark {
+  hwm: number;
+  regs: Array<[number, string]>;
+}
+
+/**
+ * One WebSocket producer (client id): the high-water mark that makes resends exactly-once.
+ *
+ * `submitted` runs ahead as frames are handed to rounds; `durable` follows as rounds commit.
+ * Every round that carries ops of this client also carries `record()`: the mark as submitted, in
+ * the same batch as those ops, so after any crash the stored mark covers exactly the ops stored.
+ */
+export class ClientMark {
+  submitted: number;
+  durable: number;
+  private regs: Array<[number, string]>;
+  /** Submissions not yet settled; a replacing connection waits for them before its welcome. */
+  private pending = 0;
+  private idleWaiters: Array<() => void> = [];
+  /** The connection currently speaking for this client id. */
+  owner: object | null = null;
+
+  constructor(
+    readonly clientId: string,
+    stored: StoredMark,
+  ) {
+    this.submitted = stored.hwm;
+    this.durable = stored.hwm;
+    this.regs = stored.regs;
+  }
+
+  registrations(): Array<[number, string]> {
+    return this.regs.slice();
+  }
+
+  /** Advances the submitted mark (and remembers a registration); returns the write that records it. */
+  advance(seq: number, registered?: [number, string]): [string, Uint8Array] {
+    if (seq > this.submitted) this.submitted = seq;
+    if (registered) {
+      this.regs.push(registered);
+      if (this.regs.length > REMEMBERED_REGISTRATIONS) this.regs.splice(0, this.regs.length - REMEMBERED_REGISTRATIONS);
+    }
+    return [clientMarkKey(this.clientId), pack({ hwm: this.submitted, regs: this.regs } satisfies StoredMark)];
+  }
+
+  /** Tracks a submission; the mark only moves forward when it is durable. */
+  track<T>(seq: number, durable: Promise<T>): Promise<T> {
+    this.pending++;
+    return durable.then(
+      (value) => {
+        if (seq > this.durable) this.durable = seq;
+        this.settle();
+        return value;
+      },
+      (err: unknown) => {
+        // Nothing past `durable` may be trusted: a replacing connection restarts from there.
+        this.submitted = this.durable;
+        this.settle();
+        throw err;
+      },
+    );
+  }
+
+  idle(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private settle(): void {
+    if (--this.pending === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+}
+
+/** The client ids seen by this daemon; marks are loaded from LevelDB on first use. */
+export class ClientMarks {
+  private readonly marks = new Map<string, ClientMark>();
+
+  constructor(private readonly db: Db) {}
+
+  async get(clientId: string): Promise<ClientMark> {
+    const known = this.marks.get(clientId);
+    if (known) return known;
+    const bytes = await this.db.get(clientMarkKey(clientId));
+    const stored = bytes ? (unpack(bytes) as StoredMark) : { hwm: 0, regs: [] };
+    // Another connection may have loaded it while we waited.
+    const raced = this.marks.get(clientId);
+    if (raced) return raced;
+    const mark = new ClientMark(clientId, stored);
+    this.marks.set(clientId, mark);
+    return mark;
+  }
+
+  /** Forgets a mark nobody speaks for once its submissions settle (it is on disk; reloaded on demand). */
+  release(mark: ClientMark, owner: object): void {
+    if (mark.owner !== owner) return;
+    mark.owner = null;
+    void mark.idle().then(() => {
+      if (mark.owner === null && this.marks.get(mark.clientId) === mark) this.marks.delete(mark.clientId);
+    });
+  }
+
+  get size(): number {
+    return this.marks.size;
+  }
+}

@@ -1,0 +1,248 @@
+import type { WebSocket, RawData } from 'ws';
+import { pack, unpack } from '../protocol/codec.js';
+import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
+import { CLOSE, type AckFrame, type DaemonFrame, type OpError } from '../protocol/frames.js';
+import type { Limits } from '../protocol/limits.js';
+import type { Op, RegisterBody } from '../protocol/ops.js';
+import { isPlainObject } from '../protocol/values.js';
+import { validateOp } from '../protocol/validate.js';
+import type { Ingest } from './ingest.js';
+import type { ClientMark } from './client-marks.js';
+import type { SessionReads } from './session-reads.js';
+
+export interface ConnectionDeps {
+  ingest: Ingest;
+  reads: SessionReads;
+  limits: Limits;
+  /** Ops received and not yet answered past which this socket stops being read. */
+  maxInflightOps: number;
+  /** True while the daemon's pending writes are above their bound: stop reading every socket. */
+  overloaded: () => boolean;
+  onClosed: (conn: WsConnection) => void;
+}
+
+type SessionOp = Exclude<Op, { kind: 'register' }>;
+
+/**
+ * One WebSocket: decodes frames, validates each op with the shared validation layer, skips
+ * resends the high-water mark covers, and hands the rest to `Ingest` in order, each submission
+ * with the client's mark so both land in one write. Acks go out, coalesced, once durable.
+ *
+ * Frames are handled strictly in arrival order. Submitting never waits for a commit (rounds keep
+ * submission order), except that a `register` first waits for the upstream's answer; later frames
+ * queue behind it on `chain`, and the socket stops being read while too much is in flight.
+ */
+export class WsConnection {
+  private chain: Promise<void> = Promise.resolve();
+  /** Highest q received on this connection: resends at or below it are skipped. */
+  private lastSeq: number;
+  private inflightOps = 0;
+  private paused = false;
+  private closed = false;
+  private ackScheduled = false;
+  private pendingErrors: OpError[] = [];
+  private pendingRegistered: Array<[number, string]> = [];
+  private ackedSent: number;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly mark: ClientMark,
+    private readonly deps: ConnectionDeps,
+  ) {
+    this.lastSeq = mark.durable;
+    this.ackedSent = mark.durable;
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('close', () => this.onClose());
+    ws.on('error', () => undefined); // 'close' follows
+  }
+
+  send(frame: DaemonFrame): void {
+    if (!this.closed && this.ws.readyState === this.ws.OPEN) this.ws.send(pack(frame));
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ws.close(code, reason.slice(0, 120));
+  }
+
+  /** Pauses or resumes reading; called as work is submitted and answered, and when the backlog drains. */
+  updateFlow(): void {
+    const shouldPause = this.inflightOps > this.deps.maxInflightOps || this.deps.overloaded();
+    if (shouldPause === this.paused || this.closed) return;
+    this.paused = shouldPause;
+    if (shouldPause) this.ws.pause();
+    else this.ws.resume();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Resolves when everything this connection submitted has been answered. */
+  async settled(): Promise<void> {
+    await this.chain;
+    await this.mark.idle();
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (this.closed) return;
+    if (!isBinary) return this.close(CLOSE.textFrame, 'text frames are not accepted: send binary MessagePack frames');
+    let frame: unknown;
+    try {
+      frame = unpack(toBytes(data));
+    } catch (err) {
+      return this.close(CLOSE.notMessagePack, `the frame is not valid MessagePack: ${(err as Error).message}`);
+    }
+    if (!isPlainObject(frame) || typeof frame['t'] !== 'string') return this.close(CLOSE.notAFrame, 'a frame must be a map with a string "t"');
+    const rt = Date.now();
+    switch (frame['t']) {
+      case 'ops': {
+        const ops = frame['ops'];
+        if (!Array.isArray(ops)) return this.close(CLOSE.notAFrame, '"ops" must be an array');
+        this.inflightOps += ops.length;
+        this.updateFlow();
+        this.chain = this.chain
+          .then(() => this.handleOps(ops, rt))
+          .then(
+            ({ answered }) =>
+              void answered.finally(() => {
+                this.inflightOps -= ops.length;
+                this.updateFlow();
+              }),
+            (err: unknown) => this.fail(err),
+          );
+        return;
+      }
+      case 'get_session':
+        return void this.handleRead(frame['id'], frame['session_id']);
+      default:
+        return this.close(CLOSE.notAFrame, `unknown frame type "${String(frame['t']).slice(0, 32)}"`);
+    }
+  }
+
+  /**
+   * Validates the frame's ops and submits them in order: each run of session ops as one
+   * submission, each register as its own. Resolves once everything is submitted, with `answered`
+   * settling when all of it is answered (wrapped: an async function would flatten a promise and
+   * make the connection wait for the commit before reading its next frame).
+   */
+  private async handleOps(raw: unknown[], rt: number): Promise<{ answered: Promise<unknown> }> {
+    const { limits } = this.deps;
+    const answers: Array<Promise<void>> = [];
+    let run: SessionOp[] = [];
+    let runSeqs: number[] = [];
+    let errors: OpError[] = [];
+    const submitRun = (upTo: number): void => {
+      if (run.length === 0 && errors.length === 0) return;
+      answers.push(this.submitRun(run, runSeqs, errors, upTo, rt));
+      run = [];
+      runSeqs = [];
+      errors = [];
+    };
+    for (let i = 0; i < raw.length && !this.closed; i++) {
+      const item = raw[i];
+      const q = isPlainObject(item) ? item['q'] : undefined;
+      if (typeof q !== 'number' || !Number.isSafeInteger(q) || q < 1) {
+        errors.push([null, 'invalid_field', `op ${i} of the frame has no valid "q" (a positive integer sequence number)`]);
+        continue;
+      }
+      if (q <= this.lastSeq) continue; // a resend of an op this client id already submitted
+      if (i >= limits.max_ops_per_frame) {
+        this.lastSeq = q;
+        errors.push([q, 'too_many_ops', `the frame has ${raw.length} ops; the limit is max_ops_per_frame=${limits.max_ops_per_frame}`]);
+        continue;
+      }
+      let op: Op;
+      try {
+        op = validateOp(String((item as Record<string, unknown>)['k']), item, limits);
+      } catch (err) {
+        const e = err instanceof ProtocolError ? err : new ProtocolError('internal', String(err));
+        this.lastSeq = q;
+        errors.push([q, e.code, e.message]);
+        continue;
+      }
+      if (op.kind === 'register') {
+        submitRun(this.lastSeq);
+        this.lastSeq = q;
+        answers.push((await this.submitRegister(op.body, q, rt)).answered);
+        continue;
+      }
+      this.lastSeq = q;
+      run.push(op);
+      runSeqs.push(q);
+    }
+    submitRun(this.lastSeq);
+    return { answered: Promise.allSettled(answers) };
+  }
+
+  /** Session ops (and refused ones) up to `upTo`, with the mark, in one submission. */
+  private submitRun(ops: SessionOp[], seqs: number[], errors: OpError[], upTo: number, rt: number): Promise<void> {
+    const submitted = this.deps.ingest.submit(ops, rt, [this.mark.advance(upTo)]);
+    return this.mark.track(upTo, submitted).then(
+      (outcomes) => {
+        outcomes.forEach((o, i) => o && errors.push([seqs[i]!, o.code, o.message]));
+        this.answered(errors);
+      },
+      (err: unknown) => this.fail(err),
+    );
+  }
+
+  /** A registration, with the mark naming its session id, in one submission. */
+  private async submitRegister(body: RegisterBody, q: number, rt: number): Promise<{ answered: Promise<void> }> {
+    const { sessionId, durable } = await this.deps.ingest.startRegister(body, rt, (id) => [this.mark.advance(q, [q, id])]);
+    const answered = this.mark.track(q, durable).then(
+      () => this.answered([], [q, sessionId]),
+      (err: unknown) => this.fail(err),
+    );
+    return { answered };
+  }
+
+  private answered(errors: OpError[], registered?: [number, string]): void {
+    if (errors.length) this.pendingErrors.push(...errors);
+    if (registered) this.pendingRegistered.push(registered);
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    // Coalesce: everything answered in this loop turn goes in one ack.
+    setImmediate(() => {
+      this.ackScheduled = false;
+      const acked = this.mark.durable;
+      if (acked === this.ackedSent && !this.pendingErrors.length && !this.pendingRegistered.length) return;
+      const frame: AckFrame = { t: 'ack', acked };
+      if (this.pendingErrors.length) frame.errors = this.pendingErrors.splice(0);
+      if (this.pendingRegistered.length) frame.registered = this.pendingRegistered.splice(0);
+      this.ackedSent = acked;
+      this.send(frame);
+    });
+  }
+
+  private async handleRead(id: unknown, sessionId: unknown): Promise<void> {
+    const reqId = typeof id === 'number' || typeof id === 'string' ? id : null;
+    const fail = (code: ErrorCode, message: string): void => this.send({ t: 'error', id: reqId, code, message });
+    if (typeof sessionId !== 'string' || !sessionId) return fail('invalid_field', 'get_session needs a string session_id');
+    try {
+      const session = await this.deps.reads.get(sessionId);
+      if (!session) return fail('unknown_session', `no session has the id "${sessionId.slice(0, 128)}"`);
+      this.send({ t: 'session', id: reqId ?? 0, session });
+    } catch (err) {
+      fail('internal', (err as Error).message);
+    }
+  }
+
+  /** The daemon could not persist: close, so the client resends from the durable mark. */
+  private fail(err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.close(CLOSE.tryAgain, `not persisted, reconnect and resend: ${message}`);
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    this.deps.onClosed(this);
+  }
+}
+
+function toBytes(data: RawData): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return data;
+}

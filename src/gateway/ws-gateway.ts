@@ -1,0 +1,121 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { CLIENT_ID_PATTERN, CLOSE, type RemapFrame } from '../protocol/frames.js';
+import type { Limits } from '../protocol/limits.js';
+import type { AuthCheck } from './auth.js';
+import type { ClientMarks } from './client-marks.js';
+import type { Ingest } from './ingest.js';
+import type { SessionReads } from './session-reads.js';
+import { WsConnection } from './ws-connection.js';
+
+export interface WsGatewayOptions {
+  server: Server;
+  auth: AuthCheck;
+  marks: ClientMarks;
+  ingest: Ingest;
+  reads: SessionReads;
+  limits: Limits;
+  maxInflightOps: number;
+  overloaded: () => boolean;
+  version: string;
+}
+
+/**
+ * The WebSocket endpoint (`/ws`, docs/protocol.md) on the daemon's HTTP server. It checks the
+ * upgrade (path, token, client id), makes each client id speak through one connection at a
+ * time, welcomes the client with its durable high-water mark, and broadcasts remaps.
+ */
+export class WsGateway {
+  private readonly wss: WebSocketServer;
+  readonly connections = new Set<WsConnection>();
+  private closing = false;
+
+  constructor(private readonly options: WsGatewayOptions) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: options.limits.max_frame_bytes, // ws closes with 1009 past it
+      perMessageDeflate: false, // compression costs more CPU than loopback bandwidth saves
+    });
+    options.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+  }
+
+  /** Push to every connected client (the remap broadcast). */
+  broadcastRemap(localId: string, serverId: string): void {
+    const frame: RemapFrame = { t: 'remap', local_id: localId, server_id: serverId };
+    for (const conn of this.connections) conn.send(frame);
+  }
+
+  /** The daemon's write backlog went down: let paused sockets read again. */
+  updateFlow(): void {
+    for (const conn of this.connections) conn.updateFlow();
+  }
+
+  pausedCount(): number {
+    let n = 0;
+    for (const conn of this.connections) if (conn.isPaused) n++;
+    return n;
+  }
+
+  /** Shutdown: stop accepting, let each connection's submitted ops be answered, then close (1001). */
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const conn of this.connections) conn.ws.pause();
+    await Promise.all([...this.connections].map((c) => c.settled().catch(() => undefined)));
+    await new Promise((r) => setImmediate(r)); // let the last acks go out
+    for (const conn of this.connections) conn.close(CLOSE.shuttingDown, 'the daemon is shutting down');
+    this.wss.close();
+  }
+
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(req.url ?? '/', 'http://daemon');
+    const refuse = (status: number, message: string): void => {
+      const body = JSON.stringify({ error: status === 401 ? 'unauthorized' : status === 404 ? 'not_found' : 'bad_request', details: message });
+      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 404 ? 'Not Found' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    if (this.closing) return refuse(400, 'the daemon is shutting down');
+    if (url.pathname !== '/ws') return refuse(404, `WebSocket connections go to /ws, not ${url.pathname}`);
+    if (!this.options.auth.allows(req, url.searchParams.get('token'))) return refuse(401, 'missing or wrong auth token: send "Authorization: Bearer <auth_token>" or ?token=');
+    const clientId = url.searchParams.get('client_id') ?? `anon-${randomUUID()}`;
+    if (!CLIENT_ID_PATTERN.test(clientId)) return refuse(400, 'client_id must be 1-128 characters from A-Z a-z 0-9 . _ : -');
+    this.wss.handleUpgrade(req, socket, head, (ws) => void this.accept(ws, clientId));
+  }
+
+  private async accept(ws: WebSocket, clientId: string): Promise<void> {
+    // Frames that arrive before the welcome wait in ws's buffer: nothing is read yet.
+    ws.pause();
+    const mark = await this.options.marks.get(clientId);
+    const previous = [...this.connections].find((c) => c.mark === mark);
+    const owner = {};
+    mark.owner = owner;
+    if (previous) {
+      previous.close(CLOSE.replaced, 'replaced by a newer connection with the same client_id');
+      // The new connection must be told a final mark: wait for the old one's submissions.
+      await previous.settled().catch(() => undefined);
+    }
+    if (mark.owner !== owner || ws.readyState !== ws.OPEN) return; // replaced again meanwhile, or gone
+    const conn = new WsConnection(ws, mark, {
+      ingest: this.options.ingest,
+      reads: this.options.reads,
+      limits: this.options.limits,
+      maxInflightOps: this.options.maxInflightOps,
+      overloaded: this.options.overloaded,
+      onClosed: (c) => {
+        this.connections.delete(c);
+        this.options.marks.release(mark, owner);
+      },
+    });
+    this.connections.add(conn);
+    conn.send({
+      t: 'welcome',
+      client_id: clientId,
+      acked: mark.durable,
+      registered: mark.registrations(),
+      limits: { max_frame_bytes: this.options.limits.max_frame_bytes, max_ops_per_frame: this.options.limits.max_ops_per_frame },
+      version: this.options.version,
+    });
+    ws.resume();
+    conn.updateFlow();
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * The WebSocket frames (docs/protocol.md), shared by the daemon's gateway and the TypeScript
+ * client so both sides are checked against one definition.
+ */
+import type { ErrorCode } from './errors.js';
+import type { OpKind } from './ops.js';
+
+/** A numbered op as it travels: `q` the sequence number, `k` the kind, then the body fields. */
+export type WireOp = { q: number; k: OpKind } & Record<string, unknown>;
+
+export interface OpsFrame {
+  t: 'ops';
+  ops: WireOp[];
+}
+
+export interface GetSessionFrame {
+  t: 'get_session';
+  id: number | string;
+  session_id: string;
+}
+
+export type ClientFrame = OpsFrame | GetSessionFrame;
+
+export interface WelcomeFrame {
+  t: 'welcome';
+  client_id: string;
+  acked: number;
+  registered: Array<[seq: number, sessionId: string]>;
+  limits: { max_frame_bytes: number; max_ops_per_frame: number };
+  version: string;
+}
+
+/** [seq (null when the op had no valid q), code, message] */
+export type OpError = [seq: number | null, code: ErrorCode, message: string];
+
+export interface AckFrame {
+  t: 'ack';
+  acked: number;
+  errors?: OpError[];
+  registered?: Array<[seq: number, sessionId: string]>;
+}
+
+export interface RemapFrame {
+  t: 'remap';
+  local_id: string;
+  server_id: string;
+}
+
+export interface SessionFrame {
+  t: 'session';
+  id: number | string;
+  session: unknown;
+}
+
+export interface ErrorFrame {
+  t: 'error';
+  id: number | string | null;
+  code: ErrorCode;
+  message: string;
+}
+
+export type DaemonFrame = WelcomeFrame | AckFrame | RemapFrame | SessionFrame | ErrorFrame;
+
+/** WebSocket close codes and what they mean (docs/protocol.md, "Errors"). */
+export const CLOSE = {
+  shuttingDown: 1001,
+  textFrame: 1003,
+  notMessagePack: 1007,
+  notAFrame: 1008,
+  tooLarge: 1009,
+  internal: 1011,
+  tryAgain: 1013,
+  replaced: 4000,
+} as const;
+
+/** Registrations remembered per client id for the welcome frame. */
+export const REMEMBERED_REGISTRATIONS = 64;
+
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
