@@ -39,6 +39,8 @@ export class WsConnection {
   private inflightOps = 0;
   private paused = false;
   private closed = false;
+  /** Shutting down: frames that still arrive are not taken (they are unacked; the client resends). */
+  private draining = false;
   private ackScheduled = false;
   private pendingErrors: OpError[] = [];
   private pendingRegistered: Array<[number, string]> = [];
@@ -63,7 +65,15 @@ export class WsConnection {
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    // The closing handshake needs the peer's close frame read: a paused socket would wait for
+    // ws's 30 s close timeout instead.
+    if (this.paused) this.ws.resume();
     this.ws.close(code, reason.slice(0, 120));
+  }
+
+  /** Stops taking frames; what was submitted is still answered. */
+  drain(): void {
+    this.draining = true;
   }
 
   /** Pauses or resumes reading; called as work is submitted and answered, and when the backlog drains. */
@@ -86,7 +96,7 @@ export class WsConnection {
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
-    if (this.closed) return;
+    if (this.closed || this.draining) return;
     if (!isBinary) return this.close(CLOSE.textFrame, 'text frames are not accepted: send binary MessagePack frames');
     let frame: unknown;
     try {

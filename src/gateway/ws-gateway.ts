@@ -61,7 +61,7 @@ export class WsGateway {
   /** Shutdown: stop accepting, let each connection's submitted ops be answered, then close (1001). */
   async close(): Promise<void> {
     this.closing = true;
-    for (const conn of this.connections) conn.ws.pause();
+    for (const conn of this.connections) conn.drain();
     await Promise.all([...this.connections].map((c) => c.settled().catch(() => undefined)));
     await new Promise((r) => setImmediate(r)); // let the last acks go out
     for (const conn of this.connections) conn.close(CLOSE.shuttingDown, 'the daemon is shutting down');
