@@ -66,13 +66,14 @@ export class Daemon {
     const directory = await Directory.load(db);
     const active: number[] = [];
     for await (const key of db.keys(ALL_ACTIVE)) active.push(parseActiveKey(key));
+    const limits = limitsFrom(config);
     const pool = new ActorPool(config.workers, {
       recent_events_limit: config.recent_events_limit,
       recent_metrics_limit: config.recent_metrics_limit,
+      limits,
     });
     const rounds = new RoundCoordinator(pool, commits, db, active);
     const identity = hostIdentity();
-    const limits = limitsFrom(config);
     let sync: SyncActor | null = null;
     const ingest = new Ingest(rounds, directory, commits, { register_timeout_ms: config.register_timeout_ms, ...identity }, () =>
       sync ? (body, timeoutMs) => sync!.createNow(body, timeoutMs) : null,

@@ -105,6 +105,8 @@ t.test('sessions sync concurrently and a stuck session does not block the others
     const is = s.ops.filter((o) => o.kind === 'event').map((o) => o.body.data.i);
     if (is.length) t.same(is, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'per-session order');
   }
+  // Consumption is recorded just after delivery (pipelined writes): wait for it to be durable.
+  await until(() => daemon.health().queue.depth === 10, "only the stuck session's ops still queued");
   t.equal(daemon.health().queue.depth, 10, "the stuck session's ops are still queued");
   upstream.clearFaults();
   await api.ok('/flush');

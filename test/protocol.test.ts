@@ -13,11 +13,12 @@ const code = (fn: () => unknown): string | undefined => {
 
 t.test('validateOp keeps known fields, ignores unknown ones, and names the bad field', async (t) => {
   const op = validateOp('event', { session_id: 's', name: 'n', level: 'error', extra: 1, data: { a: 1 }, stacktrace: ['l1', 'l2'] }, limits);
-  t.same(op, { kind: 'event', body: { session_id: 's', name: 'n', category: 'error', data: { a: 1 }, stacktrace: ['l1', 'l2'] } }, 'level fills category; unknown fields dropped');
-  t.same(validateOp('event', { session_id: 's', name: 'n', category: 'info', level: 'error' }, limits).body, { session_id: 's', name: 'n', category: 'info' });
-  t.same(validateOp('metric', { session_id: 's', name: 'c', type: 'counter', value: 0, delta: 2 }, limits).body, { session_id: 's', name: 'c', type: 'counter', value: 0, delta: 2 });
-  t.same(validateOp('metric', { session_id: 's', name: 'c', type: 'counter', delta: 2 }, limits).body.value, 0, 'value may be omitted with delta');
-  t.equal(validateOp('metric', { session_id: 's', name: 'g', value: 1 }, limits).body.type, 'gauge', 'type defaults to gauge');
+  t.same(op, { kind: 'event', session_id: 's', body: { name: 'n', category: 'error', data: { a: 1 }, stacktrace: ['l1', 'l2'] } }, 'level fills category; unknown fields dropped; the id beside the body');
+  t.same(validateOp('event', { session_id: 's', name: 'n', category: 'info', level: 'error' }, limits).body, { name: 'n', category: 'info' });
+  t.same(validateOp('event', { name: 'n' }, limits, 'known').session_id, 'known', 'a batch names the session once');
+  t.same(validateOp('metric', { session_id: 's', name: 'c', type: 'counter', value: 0, delta: 2 }, limits).body, { name: 'c', type: 'counter', value: 0, delta: 2 });
+  t.same((validateOp('metric', { session_id: 's', name: 'c', type: 'counter', delta: 2 }, limits).body as any).value, 0, 'value may be omitted with delta');
+  t.equal((validateOp('metric', { session_id: 's', name: 'g', value: 1 }, limits).body as any).type, 'gauge', 'type defaults to gauge');
   t.same(validateOp('register', { product: 'p', version: 'v', parent_pid: 12 }, limits).body, { product: 'p', version: 'v', parent_pid: 12 });
   t.equal(code(() => validateOp('metric', { session_id: 's', name: 'g' }, limits)), 'invalid_field', 'value required without delta');
   t.equal(code(() => validateOp('metric', { session_id: 's', name: 'g', value: Infinity }, limits)), 'invalid_field');

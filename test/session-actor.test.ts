@@ -7,11 +7,11 @@ const reg = { product: 'p', version: '1', hostname: 'h', machine_id: 'm', parent
 
 t.test('a local session queues its create first, then its ops, then end', async (t) => {
   const a = SessionActor.register(1, reg, 1000, settings);
-  a.apply('state', { session_id: 'x', state: { a: 1 } }, 1001);
-  a.apply('state', { session_id: 'x', state: { a: 1 } }, 1002);
-  a.apply('event', { session_id: 'x', name: 'e', data: { k: 1 } }, 1003);
-  a.apply('metric', { session_id: 'x', name: 'm', value: 2, type: 'gauge', tags: ['t'] }, 1004);
-  a.apply('end', { session_id: 'x' }, 1005);
+  a.apply('state', { state: { a: 1 } }, 1001);
+  a.apply('state', { state: { a: 1 } }, 1002);
+  a.apply('event', { name: 'e', data: { k: 1 } }, 1003);
+  a.apply('metric', { name: 'm', value: 2, type: 'gauge', tags: ['t'] }, 1004);
+  a.apply('end', {}, 1005);
   const { ops, changed } = a.endTurn();
   t.ok(changed);
   t.same(ops.map((o) => o.k), ['create', 'state', 'event', 'metric', 'end'], 'the no-op state update is dropped');
@@ -19,13 +19,13 @@ t.test('a local session queues its create first, then its ops, then end', async 
   t.same(ops[3]!.b, { name: 'm', type: 'gauge', value: 2, tags: ['t'] });
   t.equal(a.snapshot.active, false);
   t.equal(a.snapshot.ended_at, 1005);
-  t.throws(() => a.apply('event', { session_id: 'x', name: 'late' }, 1006), ProtocolError, 'no ops after end');
+  t.throws(() => a.apply('event', { name: 'late' }, 1006), ProtocolError, 'no ops after end');
 });
 
 t.test('a session created online queues no create; recent items are bounded', async (t) => {
   const a = SessionActor.register(2, { ...reg, local_id: null, server_id: 'srv-9' }, 0, settings);
-  for (let i = 0; i < 10; i++) a.apply('event', { session_id: 'x', name: `e${i}` }, i);
-  for (let i = 0; i < 10; i++) a.apply('metric', { session_id: 'x', name: `m${i}`, value: i, type: 'gauge' }, i);
+  for (let i = 0; i < 10; i++) a.apply('event', { name: `e${i}` }, i);
+  for (let i = 0; i < 10; i++) a.apply('metric', { name: `m${i}`, value: i, type: 'gauge' }, i);
   const { ops } = a.endTurn();
   t.equal(ops.length, 20);
   t.same(a.snapshot.events.map((e) => e.b['name']), ['e7', 'e8', 'e9'], 'last 3 events kept');
@@ -34,13 +34,13 @@ t.test('a session created online queues no create; recent items are bounded', as
 
 t.test('heartbeat bookkeeping and crash', async (t) => {
   const a = SessionActor.register(3, reg, 0, settings);
-  a.apply('pause_heartbeat', { session_id: 'x' }, 10);
+  a.apply('pause_heartbeat', {}, 10);
   t.equal(a.snapshot.heartbeat_paused, true);
-  a.apply('heartbeat', { session_id: 'x' }, 20);
+  a.apply('heartbeat', {}, 20);
   t.equal(a.snapshot.heartbeat_paused, false, 'a heartbeat resumes the watch');
   t.equal(a.snapshot.last_heartbeat, 20);
   a.endTurn();
-  a.apply('crash', { session_id: 'x', reason: 'boom' }, 30);
+  a.apply('crash', { reason: 'boom' }, 30);
   const { ops } = a.endTurn();
   t.same(ops, [{ k: 'crash', t: 30, b: { reason: 'boom' } }]);
   t.equal(a.snapshot.crashed, true);

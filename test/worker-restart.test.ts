@@ -25,7 +25,7 @@ t.test('group commit: ops of many sessions arriving in one loop turn are written
   const before = daemon.commits.batchesWritten;
   const rt = Date.now();
   const results = await Promise.all(
-    ids.flatMap((id) => Array.from({ length: 50 }, (_, i) => daemon.ingest.submit([{ kind: 'event', body: { session_id: id, name: 'e', data: { i } } }], rt))),
+    ids.flatMap((id) => Array.from({ length: 50 }, (_, i) => daemon.ingest.submit([{ kind: 'event', session_id: id, body: { name: 'e', data: { i } } }], rt))),
   );
   t.ok(results.every(([outcome]) => outcome === null), 'all 400 acked');
   t.equal(daemon.commits.batchesWritten - before, 1, '400 ops of 8 sessions, one write batch');

@@ -3,7 +3,7 @@ import type { CommitQueue, WriteSet, Chunk } from '../outbox/commit-queue.js';
 import { activeKey, snapshotKey } from '../outbox/keys.js';
 import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
 import type { ActorPool } from '../workers/actor-pool.js';
-import type { RoundReply, RoundRequest, WorkerOp } from '../workers/round-messages.js';
+import type { BatchBody, RoundReply, RoundRequest, WorkerOp } from '../workers/round-messages.js';
 
 /** One op as the gateway routes it: the session number, the kind, receive time, validated body. */
 export interface RoutedOp {
@@ -13,14 +13,25 @@ export interface RoutedOp {
   body: unknown;
 }
 
+/** A WebSocket batch: ops of one session the worker decodes and validates (see BatchFrame). */
+export interface RoutedBatch {
+  sn: number;
+  rt: number;
+  body: BatchBody;
+}
+
 /** Per op: null when it is durable, or why it was refused. */
 export type OpOutcome = null | { code: ErrorCode; message: string };
 
+/** The ops of a batch that were refused: [index in the batch, code, message]. */
+export type BatchErrors = Array<[index: number, code: ErrorCode, message: string]>;
+
 interface Entry {
+  /** Single ops, or one batch (as a single item of kind `batch`). */
   ops: RoutedOp[];
   /** Extra writes that must land atomically with these ops (ids of a new session, a client's high-water mark). */
   puts: Array<[string, Uint8Array]> | undefined;
-  resolve: (outcomes: OpOutcome[]) => void;
+  resolve: (result: { outcomes: OpOutcome[]; batchErrors: BatchErrors }) => void;
   reject: (err: Error) => void;
 }
 
@@ -99,6 +110,15 @@ export class RoundCoordinator {
    * could not be made durable, in which case none of its ops is.
    */
   submit(ops: RoutedOp[], puts?: Array<[string, Uint8Array]>): Promise<OpOutcome[]> {
+    return this.enqueue(ops, puts).then((r) => r.outcomes);
+  }
+
+  /** Queues a batch the same way; resolves with the ops of it that were refused. */
+  submitBatch(batch: RoutedBatch, puts?: Array<[string, Uint8Array]>): Promise<BatchErrors> {
+    return this.enqueue([{ sn: batch.sn, kind: 'batch', rt: batch.rt, body: batch.body }], puts).then((r) => r.batchErrors);
+  }
+
+  private enqueue(ops: RoutedOp[], puts: Array<[string, Uint8Array]> | undefined): Promise<{ outcomes: OpOutcome[]; batchErrors: BatchErrors }> {
     return new Promise((resolve, reject) => {
       this.open.push({ ops, puts, resolve, reject });
       this.scheduleFlush();
@@ -256,15 +276,18 @@ export class RoundCoordinator {
     this.lastDurableRound = round.id;
     this.roundsCommitted++;
     const outcomes: OpOutcome[][] = round.entries.map((e) => new Array<OpOutcome>(e.ops.length).fill(null));
+    const batchErrors: BatchErrors[] = round.entries.map(() => []);
     replies.forEach((reply, i) => {
-      for (const [index, code, message] of reply.errors) {
+      for (const [index, code, message, inBatch] of reply.errors) {
         const [e, o] = refs[i]![index]!;
-        outcomes[e]![o] = { code, message };
+        if (inBatch !== undefined) batchErrors[e]!.push([inBatch, code, message]);
+        else outcomes[e]![o] = { code, message };
       }
     });
     for (let e = 0; e < round.entries.length; e++) {
-      this.opsCommitted += round.entries[e]!.ops.length;
-      round.entries[e]!.resolve(outcomes[e]!);
+      const entry = round.entries[e]!;
+      for (const op of entry.ops) this.opsCommitted += op.kind === 'batch' ? (op.body as BatchBody)[2] - (op.body as BatchBody)[1] : 1;
+      entry.resolve({ outcomes: outcomes[e]!, batchErrors: batchErrors[e]! });
     }
     if (this.afterCommit) {
       const sessions: number[] = [];

@@ -1,7 +1,6 @@
 import { ProtocolError } from '../protocol/errors.js';
 import { mergeState } from '../protocol/merge.js';
 import type { EventBody, JsonObject, MetricBody, OpBodies, OpKind } from '../protocol/ops.js';
-import { EVENT_FIELDS } from '../protocol/ops.js';
 import type { UpstreamOp } from '../outbox/chunk.js';
 import type { RecentItem, SessionSnapshot } from './session-snapshot.js';
 
@@ -85,7 +84,8 @@ export class SessionActor {
         break;
       }
       case 'event':
-        this.recordEvent(eventUpstreamBody(body as EventBody), now);
+        // The validated body is the upstream body: kept and queued as it is, never copied.
+        this.recordEvent(body as EventBody as unknown as JsonObject, now);
         break;
       case 'metric':
         this.recordMetric(metricUpstreamBody(body as MetricBody), now);
@@ -170,18 +170,9 @@ function trim(list: RecentItem[], limit: number): void {
   if (list.length > limit) list.splice(0, list.length - limit);
 }
 
-function eventUpstreamBody(e: EventBody): JsonObject {
-  const b: JsonObject = {};
-  for (const f of EVENT_FIELDS) if (e[f] !== undefined) b[f] = e[f];
-  return b;
-}
-
-/** CONTRACT §3 metric body; `delta` is between client and daemon only. */
+/** CONTRACT §3 metric body: `delta` is between client and daemon only, so it is left out. */
 function metricUpstreamBody(m: MetricBody): JsonObject {
-  const b: JsonObject = { name: m.name, type: m.type, value: m.value };
-  if (m.count !== undefined) b['count'] = m.count;
-  if (m.unit !== undefined) b['unit'] = m.unit;
-  if (m.tags !== undefined) b['tags'] = m.tags;
-  if (m.metadata !== undefined) b['metadata'] = m.metadata;
-  return b;
+  if (m.delta === undefined) return m as unknown as JsonObject;
+  const { delta: _delta, ...rest } = m;
+  return rest as unknown as JsonObject;
 }

@@ -1,8 +1,9 @@
 import type { CommitQueue } from '../outbox/commit-queue.js';
 import { ProtocolError } from '../protocol/errors.js';
-import type { Op, RegisterBody } from '../protocol/ops.js';
+import type { RegisterBody, SessionOp } from '../protocol/ops.js';
 import type { Directory } from '../actors/directory.js';
-import type { OpOutcome, RoundCoordinator, RoutedOp } from '../actors/round-coordinator.js';
+import type { BatchErrors, OpOutcome, RoundCoordinator, RoutedOp } from '../actors/round-coordinator.js';
+import type { BatchBody } from '../workers/round-messages.js';
 import type { RegisterInput } from '../actors/session-actor.js';
 
 /** How /register reaches the upstream: the sync actor's `createNow`, or nothing before it starts. */
@@ -80,17 +81,34 @@ export class Ingest {
   }
 
   /**
+   * Submits a WebSocket batch of one session's ops (decoded and validated in the session's
+   * worker). Resolves with the refused ops; an unknown session refuses them all here.
+   */
+  submitBatch(sessionId: string, bytes: Uint8Array, skip: number, n: number, rt: number, puts: Array<[string, Uint8Array]>): Promise<BatchErrors> {
+    const sn = this.directory.resolve(sessionId);
+    if (sn === undefined) {
+      const message = `no session has the id "${sessionId.slice(0, 128)}"`;
+      const refused: BatchErrors = [];
+      for (let i = skip; i < n; i++) refused.push([i, 'unknown_session', message]);
+      // The mark still moves past these ops (they are answered), so it is written all the same.
+      return this.rounds.submit([], puts).then(() => refused);
+    }
+    const body: BatchBody = [bytes, skip, n, sessionId];
+    return this.rounds.submitBatch({ sn, rt, body }, puts);
+  }
+
+  /**
    * Submits session ops (anything but register). One outcome per op, in order: null when
    * durable. `puts` are written atomically with the ops (a WebSocket client's high-water mark).
    */
-  async submit(ops: ReadonlyArray<Exclude<Op, { kind: 'register' }>>, rt: number, puts?: Array<[string, Uint8Array]>): Promise<OpOutcome[]> {
+  async submit(ops: ReadonlyArray<SessionOp>, rt: number, puts?: Array<[string, Uint8Array]>): Promise<OpOutcome[]> {
     const outcomes: OpOutcome[] = new Array(ops.length).fill(null);
     const routed: RoutedOp[] = [];
     const positions: number[] = [];
     ops.forEach((op, i) => {
-      const sn = this.directory.resolve(op.body.session_id);
+      const sn = this.directory.resolve(op.session_id);
       if (sn === undefined) {
-        outcomes[i] = { code: 'unknown_session', message: `no session has the id "${op.body.session_id.slice(0, 128)}"` };
+        outcomes[i] = { code: 'unknown_session', message: `no session has the id "${op.session_id.slice(0, 128)}"` };
         return;
       }
       routed.push({ sn, kind: op.kind, rt, body: op.body });

@@ -3,7 +3,7 @@ import { pack, unpack } from '../protocol/codec.js';
 import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
 import { CLOSE, type AckFrame, type DaemonFrame, type OpError } from '../protocol/frames.js';
 import type { Limits } from '../protocol/limits.js';
-import type { Op, RegisterBody } from '../protocol/ops.js';
+import type { Op, RegisterBody, SessionOp } from '../protocol/ops.js';
 import { isPlainObject } from '../protocol/values.js';
 import { validateOp } from '../protocol/validate.js';
 import type { Ingest } from './ingest.js';
@@ -21,7 +21,6 @@ export interface ConnectionDeps {
   onClosed: (conn: WsConnection) => void;
 }
 
-type SessionOp = Exclude<Op, { kind: 'register' }>;
 
 /**
  * One WebSocket: decodes frames, validates each op with the shared validation layer, skips
@@ -124,6 +123,24 @@ export class WsConnection {
           );
         return;
       }
+      case 'batch': {
+        const { session_id: sessionId, q, n, ops } = frame;
+        if (typeof sessionId !== 'string' || !isSeq(q) || !isSeq(n) || !(ops instanceof Uint8Array))
+          return this.close(CLOSE.notAFrame, 'a batch needs session_id (string), q and n (positive integers) and ops (bin)');
+        this.inflightOps += n;
+        this.updateFlow();
+        this.chain = this.chain
+          .then(() => this.handleBatch(sessionId, q, n, ops, rt))
+          .then(
+            ({ answered }) =>
+              void answered.finally(() => {
+                this.inflightOps -= n;
+                this.updateFlow();
+              }),
+            (err: unknown) => this.fail(err),
+          );
+        return;
+      }
       case 'get_session':
         return void this.handleRead(frame['id'], frame['session_id']);
       default:
@@ -184,6 +201,30 @@ export class WsConnection {
     }
     submitRun(this.lastSeq);
     return { answered: Promise.allSettled(answers) };
+  }
+
+  /**
+   * A batch: only its envelope is looked at here. Ops at or below what this client id already
+   * submitted are skipped (the worker is told how many), the rest go to the session's worker.
+   */
+  private handleBatch(sessionId: string, q: number, n: number, bytes: Uint8Array, rt: number): { answered: Promise<unknown> } {
+    const last = q + n - 1;
+    if (last <= this.lastSeq) return { answered: Promise.resolve() }; // all resent
+    const { limits } = this.deps;
+    const skip = Math.max(0, this.lastSeq + 1 - q);
+    this.lastSeq = last;
+    if (n > limits.max_ops_per_frame) {
+      const message = `the batch has ${n} ops; the limit is max_ops_per_frame=${limits.max_ops_per_frame}`;
+      const errors: OpError[] = [];
+      for (let i = skip; i < n; i++) errors.push([q + i, 'too_many_ops', message]);
+      return { answered: this.submitRun([], [], errors, last, rt) };
+    }
+    const submitted = this.deps.ingest.submitBatch(sessionId, bytes, skip, n, rt, [this.mark.advance(last)]);
+    const answered = this.mark.track(last, submitted).then(
+      (refused) => this.answered(refused.map(([i, code, message]): OpError => [q + i, code, message])),
+      (err: unknown) => this.fail(err),
+    );
+    return { answered };
   }
 
   /** Session ops (and refused ones) up to `upTo`, with the mark, in one submission. */
@@ -249,6 +290,10 @@ export class WsConnection {
     this.closed = true;
     this.deps.onClosed(this);
   }
+}
+
+function isSeq(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
 }
 
 function toBytes(data: RawData): Uint8Array {

@@ -13,13 +13,26 @@ export interface OpsFrame {
   ops: WireOp[];
 }
 
+/**
+ * The fast path: `n` ops of one session, numbered q, q+1, …, q+n-1, as one MessagePack `bin`
+ * holding the array of ops (each `{k, ...fields}`; no `q`, no `session_id` needed). The gateway
+ * reads only this envelope; the worker that owns the session decodes and validates the ops.
+ */
+export interface BatchFrame {
+  t: 'batch';
+  session_id: string;
+  q: number;
+  n: number;
+  ops: Uint8Array;
+}
+
 export interface GetSessionFrame {
   t: 'get_session';
   id: number | string;
   session_id: string;
 }
 
-export type ClientFrame = OpsFrame | GetSessionFrame;
+export type ClientFrame = OpsFrame | BatchFrame | GetSessionFrame;
 
 export interface WelcomeFrame {
   t: 'welcome';

@@ -30,12 +30,11 @@ export interface RegisterBody {
 }
 
 export interface StateBody {
-  session_id: string;
   state: JsonObject;
 }
 
+/** An event exactly as it goes upstream (CONTRACT §3, without the timestamp added at send time). */
 export interface EventBody {
-  session_id: string;
   name: string;
   category?: string;
   group?: string;
@@ -51,10 +50,10 @@ export interface EventBody {
 }
 
 export interface MetricBody {
-  session_id: string;
   name: string;
   value: number;
   type: MetricType;
+  /** Between client and daemon only: a counter increment, aggregated by the actor. */
   delta?: number;
   count?: number;
   unit?: string;
@@ -62,12 +61,9 @@ export interface MetricBody {
   metadata?: JsonObject;
 }
 
-export interface SessionBody {
-  session_id: string;
-}
+export type SessionBody = Record<string, never>;
 
 export interface CrashBody {
-  session_id: string;
   reason?: string;
 }
 
@@ -83,20 +79,12 @@ export interface OpBodies {
   crash: CrashBody;
 }
 
-export type Op = { [K in OpKind]: { kind: K; body: OpBodies[K] } }[OpKind];
+export type SessionOpKind = Exclude<OpKind, 'register'>;
 
-/** Event fields that are sent upstream as they are (everything but session_id). */
-export const EVENT_FIELDS = [
-  'name',
-  'category',
-  'group',
-  'labels',
-  'message',
-  'data',
-  'stacktrace',
-  'exception_type',
-  'exception_msg',
-  'source_file',
-  'source_line',
-  'source_function',
-] as const;
+/**
+ * A validated op. The session id travels beside the body, not in it, so a body is what the
+ * actor keeps and sends upstream as it is (no copy per op to strip the id).
+ */
+export type RegisterOp = { kind: 'register'; body: RegisterBody };
+export type SessionOp = { [K in SessionOpKind]: { kind: K; session_id: string; body: OpBodies[K] } }[SessionOpKind];
+export type Op = RegisterOp | SessionOp;

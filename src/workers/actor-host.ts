@@ -2,9 +2,10 @@ import type { MessagePort } from 'node:worker_threads';
 import { ProtocolError } from '../protocol/errors.js';
 import { packForTransfer, unpack } from '../protocol/codec.js';
 import { encodeChunk } from '../outbox/chunk.js';
-import { SessionActor, type ActorOpKind, type ActorSettings, type RegisterInput } from '../actors/session-actor.js';
+import { SessionActor, type ActorOpKind, type RegisterInput } from '../actors/session-actor.js';
 import { decodeSnapshot, encodeSnapshot } from '../actors/session-snapshot.js';
-import type { ControlMessage, HostTask, RoundReply, RoundRequest } from './round-messages.js';
+import { validateOp } from '../protocol/validate.js';
+import type { BatchBody, ControlMessage, HostTask, RoundReply, RoundRequest, WorkerSettings } from './round-messages.js';
 
 /**
  * The worker entry. Piscina runs one long-lived `host` task per worker; the task owns a
@@ -46,7 +47,7 @@ export default function host(task: HostTask): Promise<void> {
 class ActorRegistry {
   private readonly actors = new Map<number, SessionActor>();
 
-  constructor(private readonly settings: ActorSettings) {}
+  constructor(private readonly settings: WorkerSettings) {}
 
   clear(): void {
     this.actors.clear();
@@ -65,6 +66,13 @@ class ActorRegistry {
     const errors: RoundReply['errors'] = [];
     req.ops.forEach(([sn, kind, rt, body], index) => {
       try {
+        if (kind === 'batch') {
+          const actor = this.actors.get(sn);
+          if (!actor) throw new ProtocolError('internal', `session ${sn} is not loaded in this worker`);
+          touched.add(actor);
+          this.runBatch(actor, body as BatchBody, rt, index, errors);
+          return;
+        }
         if (kind === 'register') {
           const actor = SessionActor.register(sn, body as RegisterInput, rt, this.settings);
           this.actors.set(sn, actor);
@@ -89,5 +97,36 @@ class ActorRegistry {
     }
     for (const sn of req.passivate) this.actors.delete(sn);
     return reply;
+  }
+
+  /**
+   * A WebSocket batch: decoded and validated here, in the session's worker, so the gateway only
+   * reads its envelope (one decode per op in the whole daemon). Each op is validated and applied
+   * on its own: a bad op is refused, the others go on.
+   */
+  private runBatch(actor: SessionActor, [bytes, skip, n, sessionId]: BatchBody, rt: number, index: number, errors: RoundReply['errors']): void {
+    let ops: unknown;
+    try {
+      ops = unpack(bytes);
+    } catch (err) {
+      ops = null;
+    }
+    if (!Array.isArray(ops) || ops.length !== n) {
+      const message = Array.isArray(ops) ? `the batch holds ${ops.length} ops, not n=${n}` : 'the batch ops are not a MessagePack array';
+      for (let i = skip; i < n; i++) errors.push([index, 'bad_request', message, i]);
+      return;
+    }
+    const limits = this.settings.limits;
+    for (let i = skip; i < n; i++) {
+      const raw = ops[i] as { k?: unknown } | null;
+      try {
+        const op = validateOp(String(raw?.k), raw, limits, sessionId);
+        if (op.kind === 'register') throw new ProtocolError('invalid_field', 'register goes in an "ops" frame, not in a batch');
+        actor.apply(op.kind, op.body as never, rt);
+      } catch (err) {
+        if (err instanceof ProtocolError) errors.push([index, err.code, err.message, i]);
+        else errors.push([index, 'internal', err instanceof Error ? err.message : String(err), i]);
+      }
+    }
   }
 }

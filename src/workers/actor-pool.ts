@@ -2,8 +2,7 @@ import { EventEmitter } from 'node:events';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { packForTransfer, unpack } from '../protocol/codec.js';
-import type { ActorSettings } from '../actors/session-actor.js';
-import type { ControlMessage, HostTask, RoundReply, RoundRequest } from './round-messages.js';
+import type { ControlMessage, HostTask, RoundReply, RoundRequest, WorkerSettings } from './round-messages.js';
 
 export class WorkerLostError extends Error {
   constructor(slot: number, cause: unknown) {
@@ -34,7 +33,7 @@ export class ActorPool extends EventEmitter {
 
   constructor(
     readonly size: number,
-    private readonly settings: ActorSettings,
+    private readonly settings: WorkerSettings,
   ) {
     super();
     // Tests run the .ts sources (tap's loader also loads the worker); the package runs dist/*.js.

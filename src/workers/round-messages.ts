@@ -1,5 +1,6 @@
 import type { ErrorCode } from '../protocol/errors.js';
 import type { ActorSettings } from '../actors/session-actor.js';
+import type { Limits } from '../protocol/limits.js';
 
 /**
  * What crosses between the main thread and an actor worker. A round request carries every op
@@ -8,8 +9,15 @@ import type { ActorSettings } from '../actors/session-actor.js';
  * 2.4-2.6 M ops/s through a worker round trip, against 1.25 M ops/s with structured clone.
  */
 
-/** [session number, op kind, receive time ms, validated body]. `register` carries a RegisterInput. */
+/**
+ * [session number, op kind, receive time ms, body]: a validated body, a RegisterInput for
+ * `register`, or for kind `batch` a BatchBody (ops the worker decodes and validates itself).
+ * Ops and batches share one list so a session's items keep their submission order.
+ */
 export type WorkerOp = [sn: number, kind: string, rt: number, body: unknown];
+
+/** A WebSocket batch as it reaches the worker: [MessagePack array of ops, ops to skip, op count, session id]. */
+export type BatchBody = [bytes: Uint8Array, skip: number, n: number, sessionId: string];
 
 export interface RoundRequest {
   /** Round id, echoed in the reply. */
@@ -29,8 +37,11 @@ export interface RoundReply {
   chunks: Array<[sn: number, count: number, bytes: Uint8Array]>;
   /** Snapshot per session that changed: [sn, snapshot bytes, active after the round]. */
   snapshots: Array<[sn: number, bytes: Uint8Array, active: boolean]>;
-  /** Ops that failed, by index in the request's ops: [index, code, message]. Others succeeded. */
-  errors: Array<[index: number, code: ErrorCode, message: string]>;
+  /**
+   * Ops that failed, by index in the request's ops: [index, code, message], plus for a batch the
+   * index of the op inside it. Everything not listed succeeded.
+   */
+  errors: Array<[index: number, code: ErrorCode, message: string, inBatch?: number]>;
 }
 
 /** Control messages are plain objects; rounds are ArrayBuffers. */
@@ -39,8 +50,11 @@ export type ControlMessage =
   | { t: 'stop' }
   | { t: 'die' }; // test hook: the worker throws, as a bug would
 
+/** What a worker needs to know: the actors' settings and the limits it validates batches with. */
+export type WorkerSettings = ActorSettings & { limits: Limits };
+
 export interface HostTask {
   slot: number;
   port: import('node:worker_threads').MessagePort;
-  settings: ActorSettings;
+  settings: WorkerSettings;
 }
