@@ -1,4 +1,6 @@
 import t from 'tap';
+import WebSocket from 'ws';
+import { Packr, Unpackr } from 'msgpackr';
 import { startFakeUpstream } from './support/fake-upstream.js';
 import { startTestDaemon, until } from './support/daemon-harness.js';
 import { RawWs, registerRaw } from './support/raw-ws.js';
@@ -196,4 +198,63 @@ t.test('backpressure: a slow outbox stops the daemon reading instead of bufferin
   await c.acked(q, 60_000);
   t.comment(`drained in ${Date.now() - t0} ms`);
   t.equal(daemon.health().queue.depth, q, 'everything sent was persisted once');
+});
+
+t.test('batch frames: one session, numbered q..q+n-1, per-op errors, exactly-once resend', async (t) => {
+  const { url, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', max_ops_per_frame: 100 });
+  const c = await RawWs.open(url, 'batcher');
+  t.teardown(() => c.close());
+  await c.welcome();
+  const sid = await registerRaw(c, 1);
+  const events = (n: number, from: number) => Array.from({ length: n }, (_, i) => ({ k: 'event', name: 'e', data: { i: from + i } }));
+  const pack = (ops: unknown) => new Packr({ useRecords: true }).pack(ops);
+  const body = events(50, 0);
+  (body[5] as any).name = undefined; // refused: name is required
+  (body[7] as any).k = 'register'; // refused: registers do not go in a batch
+  c.send({ t: 'batch', session_id: sid, q: 2, n: 50, ops: pack(body) });
+  let acks = await c.acked(51);
+  t.same(
+    acks.flatMap((a) => a.errors ?? []).map((e: any[]) => [e[0], e[1]]),
+    [
+      [7, 'invalid_field'],
+      [9, 'invalid_field'],
+    ],
+    'errors carry q + i',
+  );
+  // A resend overlapping the mark: only the new tail lands.
+  c.send({ t: 'batch', session_id: sid, q: 42, n: 20, ops: pack(events(20, 40)) });
+  await c.acked(61);
+  t.equal(daemon.health().queue.depth, 1 + 48 + 10, 'create, 48 good events, the 10 new ones');
+  // Bad batches refuse all their ops with one code.
+  c.send({ t: 'batch', session_id: sid, q: 62, n: 3, ops: pack(events(2, 0)) });
+  c.send({ t: 'batch', session_id: 'nobody', q: 65, n: 2, ops: pack(events(2, 0)) });
+  c.send({ t: 'batch', session_id: sid, q: 67, n: 101, ops: pack(events(101, 0)) });
+  c.send({ t: 'batch', session_id: sid, q: 168, n: 1, ops: Buffer.from([0xc1]) });
+  acks = await c.acked(168);
+  const codes = acks.flatMap((a) => a.errors ?? []).filter((e: any[]) => e[0] >= 62);
+  t.same(codes.filter((e: any[]) => e[1] === 'bad_request').map((e: any[]) => e[0]), [62, 63, 64, 168], 'n does not match / not MessagePack');
+  t.same(codes.filter((e: any[]) => e[1] === 'unknown_session').map((e: any[]) => e[0]), [65, 66]);
+  t.equal(codes.filter((e: any[]) => e[1] === 'too_many_ops').length, 101);
+  t.equal(daemon.health().queue.depth, 1 + 48 + 10, 'nothing of them queued');
+  c.send({ t: 'batch', session_id: sid, q: 'x', n: 1, ops: pack([]) });
+  t.equal((await c.waitClosed()).code, 1008, 'a broken envelope closes the socket');
+});
+
+t.test('interop: plain MessagePack in, plain MessagePack out (no msgpackr records)', async (t) => {
+  const { url } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const plain = new Packr({ useRecords: false });
+  const strict = new Unpackr({ useRecords: false, mapsAsObjects: true });
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/ws?client_id=plain`);
+  const frames: any[] = [];
+  ws.on('message', (d: Buffer) => frames.push(strict.unpack(d)));
+  await new Promise((r) => ws.once('open', r));
+  t.teardown(() => ws.close());
+  await until(() => frames.length === 1, 'welcome');
+  t.equal(frames[0].t, 'welcome', 'decodes without the record extension');
+  ws.send(plain.pack({ t: 'ops', ops: [{ q: 1, k: 'register', product: 'go-client', version: '1' }] }));
+  await until(() => frames.some((f) => f.t === 'ack'), 'ack');
+  const sid = frames.find((f) => f.t === 'ack').registered[0][1];
+  ws.send(plain.pack({ t: 'batch', session_id: sid, q: 2, n: 2, ops: plain.pack([{ k: 'event', name: 'a' }, { k: 'metric', name: 'm', value: 1 }]) }));
+  await until(() => frames.some((f) => f.t === 'ack' && f.acked === 3), 'batch acked');
+  t.notOk(frames.some((f) => f.t === 'ack' && f.errors), 'no errors');
 });

@@ -1,5 +1,5 @@
 import type { WebSocket, RawData } from 'ws';
-import { pack, unpack } from '../protocol/codec.js';
+import { packPlain, unpack } from '../protocol/codec.js';
 import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
 import { CLOSE, type AckFrame, type DaemonFrame, type OpError } from '../protocol/frames.js';
 import type { Limits } from '../protocol/limits.js';
@@ -58,7 +58,7 @@ export class WsConnection {
   }
 
   send(frame: DaemonFrame): void {
-    if (!this.closed && this.ws.readyState === this.ws.OPEN) this.ws.send(pack(frame));
+    if (!this.closed && this.ws.readyState === this.ws.OPEN) this.ws.send(packPlain(frame));
   }
 
   close(code: number, reason: string): void {

@@ -26,6 +26,16 @@ export function unpack(bytes: Uint8Array): unknown {
   return unpackr.unpack(bytes);
 }
 
+/**
+ * Plain MessagePack (maps, no records): what the daemon sends to clients, since any language's
+ * MessagePack library must be able to read it. Records stay an internal and opt-in client format.
+ */
+const plainPackr = new Packr({ useRecords: false });
+
+export function packPlain(value: unknown): Uint8Array {
+  return plainPackr.pack(value);
+}
+
 /** Packs into an ArrayBuffer of its own, so it can be moved to a worker without a second copy. */
 export function packForTransfer(value: unknown): ArrayBuffer {
   const view = packr.pack(value);
