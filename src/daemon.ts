@@ -32,7 +32,7 @@ export interface DaemonOptions {
 export class Daemon {
   sync: SyncActor | null = null;
   private closing: Promise<void> | null = null;
-  private readonly passivation: NodeJS.Timeout;
+  private readonly ticker: NodeJS.Timeout;
   private readonly syncReady: Promise<void>;
 
   private constructor(
@@ -51,9 +51,14 @@ export class Daemon {
     private readonly startedSync: () => Promise<void>,
   ) {
     this.syncReady = this.startedSync();
-    // Ended sessions leave worker memory once idle; active ones stay (their actors watch heartbeats).
-    this.passivation = setInterval(() => this.rounds.passivateIdle(config.session_idle_seconds * 1000), Math.min(10_000, config.session_idle_seconds * 1000));
-    this.passivation.unref();
+    // Once a second: the actors' periodic duties (persisting recent items that are due), and
+    // ended sessions idle for session_idle_seconds leave worker memory (active ones stay: their
+    // actors watch heartbeats).
+    this.ticker = setInterval(() => {
+      void this.rounds.tick('due').catch(() => undefined); // a failed round is retried by the next tick
+      this.rounds.passivateIdle(config.session_idle_seconds * 1000);
+    }, 1000);
+    this.ticker.unref();
   }
 
 
@@ -78,7 +83,7 @@ export class Daemon {
     const ingest = new Ingest(rounds, directory, commits, { register_timeout_ms: config.register_timeout_ms, ...identity }, () =>
       sync ? (body, timeoutMs) => sync!.createNow(body, timeoutMs) : null,
     );
-    const reads = new SessionReads(db, directory, (sn) => sync?.hasPending(sn) ?? true);
+    const reads = new SessionReads(db, directory, rounds, (sn) => sync?.hasPending(sn) ?? true);
     // Filled in below; the routes call through it so /health works before the sync actor exists.
     let daemon: Daemon | null = null;
     const routes = buildRoutes({
@@ -178,10 +183,12 @@ export class Daemon {
   /** SIGTERM: stop accepting, persist what was accepted, stop syncing, close the store. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      clearInterval(this.passivation);
+      clearInterval(this.ticker);
       const httpClosed = this.http.close();
       await this.ws.close();
       await this.rounds.drain();
+      // What actors keep lazily (recent items) is persisted before the workers stop.
+      await this.rounds.tick('all').catch(() => undefined);
       await this.syncReady.catch(() => undefined);
       await this.sync?.close();
       await this.commits.idle();

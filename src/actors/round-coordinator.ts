@@ -1,6 +1,8 @@
 import type { Db } from '../outbox/store.js';
 import type { CommitQueue, WriteSet, Chunk } from '../outbox/commit-queue.js';
-import { activeKey, snapshotKey } from '../outbox/keys.js';
+import { activeKey } from '../outbox/keys.js';
+import { snapshotKeys } from './session-snapshot.js';
+import type { RecentsFlush } from './session-actor.js';
 import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
 import type { ActorPool } from '../workers/actor-pool.js';
 import type { BatchBody, RoundReply, RoundRequest, WorkerOp } from '../workers/round-messages.js';
@@ -45,6 +47,8 @@ interface Round {
   entries: Entry[];
   remaps: Map<number, Array<[number, string]>>;
   passivate: Map<number, number[]>;
+  /** Periodic duties in every worker (see RoundRequest.tick). */
+  tick: RecentsFlush | undefined;
 }
 
 /** Where each op of a round went, to route the workers' per-op errors back. */
@@ -76,6 +80,7 @@ export class RoundCoordinator {
   private readonly resident: Array<Set<number>>;
   private remaps = new Map<number, Array<[number, string]>>();
   private passivations = new Map<number, number[]>();
+  private pendingTick: RecentsFlush | undefined;
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   /** Rounds posted to workers and not yet durable or refused. */
@@ -155,6 +160,25 @@ export class RoundCoordinator {
     return n;
   }
 
+  /**
+   * Runs the actors' periodic duties in every worker (persisting recent items that are due, or
+   * with 'all' everything, at shutdown); resolves when their writes are durable.
+   */
+  tick(flush: RecentsFlush = 'due'): Promise<void> {
+    if (this.pendingTick !== 'all') this.pendingTick = flush;
+    return this.enqueue([], undefined).then(() => undefined);
+  }
+
+  /** A read is about to look at the session's store: make its in-memory parts durable first. */
+  persist(sn: number, rt: number): Promise<void> {
+    if (!this.isResident(sn)) return Promise.resolve(); // not in memory: the store has it all
+    return this.enqueue([{ sn, kind: 'persist', rt, body: null }], undefined).then(() => undefined);
+  }
+
+  isResident(sn: number): boolean {
+    return this.resident[this.pool.slotOf(sn)]!.has(sn);
+  }
+
   residentCount(): number {
     return this.resident.reduce((n, s) => n + s.size, 0);
   }
@@ -177,11 +201,21 @@ export class RoundCoordinator {
   }
 
   private startRound(): void {
-    if (this.open.length === 0 && this.remaps.size === 0 && this.passivations.size === 0) return this.notifyIdle();
-    const round: Round = { id: this.nextRoundId++, epoch: this.epoch, posted: false, at: Date.now(), entries: this.open, remaps: this.remaps, passivate: this.passivations };
+    if (this.open.length === 0 && this.remaps.size === 0 && this.passivations.size === 0 && !this.pendingTick) return this.notifyIdle();
+    const round: Round = {
+      id: this.nextRoundId++,
+      epoch: this.epoch,
+      posted: false,
+      at: Date.now(),
+      entries: this.open,
+      remaps: this.remaps,
+      passivate: this.passivations,
+      tick: this.pendingTick,
+    };
     this.open = [];
     this.remaps = new Map();
     this.passivations = new Map();
+    this.pendingTick = undefined;
     this.inFlight++;
 
     const dispatched = this.dispatchTail.then(() => this.dispatch(round));
@@ -204,7 +238,7 @@ export class RoundCoordinator {
     while (this.gate) await this.gate;
     if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
     const size = this.pool.size;
-    const requests: RoundRequest[] = Array.from({ length: size }, () => ({ r: round.id, activate: [], ops: [], remaps: [], passivate: [] }));
+    const requests: RoundRequest[] = Array.from({ length: size }, () => ({ r: round.id, now: round.at, activate: [], ops: [], remaps: [], passivate: [] }));
     const refs: OpRef[][] = Array.from({ length: size }, () => []);
     const toLoad: Array<[slot: number, sn: number]> = [];
     round.entries.forEach((entry, e) => {
@@ -221,10 +255,10 @@ export class RoundCoordinator {
       });
     });
     if (toLoad.length > 0) {
-      const snapshots = await this.db.getMany(toLoad.map(([, sn]) => snapshotKey(sn)));
+      const parts = await this.db.getMany(toLoad.flatMap(([, sn]) => snapshotKeys(sn)));
       toLoad.forEach(([slot, sn], i) => {
-        const bytes = snapshots[i];
-        if (bytes) requests[slot]!.activate.push([sn, bytes]);
+        const [core, state, recents] = parts.slice(3 * i, 3 * i + 3);
+        if (core) requests[slot]!.activate.push([sn, core, state, recents]);
         else this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
       });
     }
@@ -235,7 +269,8 @@ export class RoundCoordinator {
     for (const [slot, list] of round.passivate) requests[slot]!.passivate = list;
     const sent: Array<{ slot: number; refs: OpRef[]; reply: Promise<RoundReply> }> = [];
     requests.forEach((req, slot) => {
-      if (req.ops.length === 0 && req.remaps.length === 0 && req.passivate.length === 0) return;
+      if (round.tick) req.tick = round.tick;
+      else if (req.ops.length === 0 && req.remaps.length === 0 && req.passivate.length === 0) return;
       const reply = this.pool.run(slot, req);
       reply.catch(() => undefined); // observed in submitRound; avoid an unhandled rejection meanwhile
       sent.push({ slot, refs: refs[slot]!, reply });
@@ -252,8 +287,8 @@ export class RoundCoordinator {
     const activeChanges: Array<[number, boolean]> = [];
     for (const reply of replies) {
       for (const [sn, count, value] of reply.chunks) chunks.push({ sn, count, value });
-      for (const [sn, bytes, active] of reply.snapshots) {
-        puts.push([snapshotKey(sn), bytes]);
+      puts.push(...reply.puts);
+      for (const [sn, active] of reply.active) {
         if (active !== this.activeSessions.has(sn)) {
           activeChanges.push([sn, active]);
           if (active) puts.push([activeKey(sn), EMPTY]);
@@ -265,7 +300,10 @@ export class RoundCoordinator {
     // are ids and high-water marks, which the submitter decided independently of the outcome.
     for (const entry of round.entries) if (entry.puts) puts.push(...entry.puts);
     const ws: WriteSet = { chunks, puts, dels };
-    return { commit: this.commits.submit(ws), refs: sent.map((s) => s.refs), replies, activeChanges };
+    // A round that changed nothing (an idle tick, a read with nothing to persist) writes nothing.
+    const empty = chunks.length === 0 && puts.length === 0 && dels.length === 0;
+    const commit = empty ? Promise.resolve() : this.commits.submit(ws);
+    return { commit, refs: sent.map((s) => s.refs), replies, activeChanges };
   }
 
   private complete(round: Round, refs: OpRef[][], replies: RoundReply[], activeChanges: Array<[number, boolean]>): void {

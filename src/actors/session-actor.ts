@@ -2,7 +2,18 @@ import { ProtocolError } from '../protocol/errors.js';
 import { mergeState } from '../protocol/merge.js';
 import type { EventBody, JsonObject, MetricBody, OpBodies, OpKind } from '../protocol/ops.js';
 import type { UpstreamOp } from '../outbox/chunk.js';
-import type { RecentItem, SessionSnapshot } from './session-snapshot.js';
+import type { RecentItem, SessionSnapshot, SnapshotPart } from './session-snapshot.js';
+
+/**
+ * Recent events and metrics are a read cache (the ops are in the outbox), so they are persisted
+ * lazily: at most this long after they changed (by the periodic tick), or sooner when a read,
+ * passivation or shutdown asks. Re-encoding up to recent_*_limit items on every turn was half
+ * of the workers' encoding time under WebSocket load.
+ */
+export const RECENTS_PERSIST_MS = 1000;
+
+/** When a turn persists the recent items: when due, all that changed, or none. */
+export type RecentsFlush = 'due' | 'all';
 
 export interface ActorSettings {
   recent_events_limit: number;
@@ -26,13 +37,16 @@ export type ActorOpKind = Exclude<OpKind, 'register'>;
 /**
  * One session: its merged state, status and recent history. It lives in exactly one worker and
  * handles its mailbox one turn at a time: `apply` for each op of the turn, then `endTurn` hands
- * back the upstream ops and the snapshot to persist, which the round writes in one batch.
+ * back the upstream ops and the snapshot parts to persist, which the round writes in one batch.
  *
  * Pure logic: no I/O, no clocks (times come with the ops), so it is tested directly.
  */
 export class SessionActor {
   private pending: UpstreamOp[] = [];
-  private dirty = false;
+  /** Parts of the snapshot changed since they were last handed out for persisting. */
+  private coreDirty = false;
+  private stateDirty = false;
+  private recentsDirtySince: number | null = null;
 
   constructor(
     readonly snapshot: SessionSnapshot,
@@ -65,7 +79,7 @@ export class SessionActor {
       },
       settings,
     );
-    actor.dirty = true;
+    actor.coreDirty = true;
     // Created upstream already when the server answered in time; otherwise the create is the
     // session's first queued op, so the sync actor sends it before anything else.
     if (reg.server_id === null)
@@ -81,6 +95,7 @@ export class SessionActor {
         const effective = mergeState(s.state, (body as OpBodies['state']).state);
         if (effective === null) return; // changes nothing: not queued (DataCat's daemon does the same)
         this.emit({ k: 'state', t: now, b: { state: effective } });
+        this.stateDirty = true;
         break;
       }
       case 'event':
@@ -113,27 +128,42 @@ export class SessionActor {
         throw new ProtocolError('unknown_op', `unknown op "${String(kind)}"`);
     }
     s.updated_at = now;
-    this.dirty = true;
+    this.coreDirty = true;
   }
 
   /** The server id arrived (remap broadcast); kept in the snapshot so it is self-describing. */
   setServerId(serverId: string): void {
     if (this.snapshot.server_id === serverId) return;
     this.snapshot.server_id = serverId;
-    this.dirty = true;
+    this.coreDirty = true;
   }
 
-  /** Ends the turn: the upstream ops to queue and, when anything changed, the snapshot to persist. */
-  endTurn(): { ops: UpstreamOp[]; changed: boolean } {
+  /**
+   * Ends the turn: the upstream ops to queue and the snapshot parts to persist with them. Core
+   * and state go with the turn that changed them; recent items when due (see RECENTS_PERSIST_MS)
+   * or, with `recents: 'all'`, whenever they changed.
+   */
+  endTurn(now: number, recents: RecentsFlush = 'due'): { ops: UpstreamOp[]; parts: SnapshotPart[] } {
     const ops = this.pending;
-    const changed = this.dirty;
     this.pending = [];
-    this.dirty = false;
-    if (changed) {
+    const parts: SnapshotPart[] = [];
+    if (this.coreDirty) parts.push('core');
+    if (this.stateDirty) parts.push('state');
+    const since = this.recentsDirtySince;
+    if (since !== null && (recents === 'all' || now - since >= RECENTS_PERSIST_MS)) {
       trim(this.snapshot.events, this.settings.recent_events_limit);
       trim(this.snapshot.metrics, this.settings.recent_metrics_limit);
+      parts.push('recents');
+      this.recentsDirtySince = null;
     }
-    return { ops, changed };
+    this.coreDirty = false;
+    this.stateDirty = false;
+    return { ops, parts };
+  }
+
+  /** Whether the actor holds anything not yet handed out for persisting. */
+  get hasUnpersisted(): boolean {
+    return this.coreDirty || this.stateDirty || this.recentsDirtySince !== null || this.pending.length > 0;
   }
 
   private crash(reason: string, now: number): void {
@@ -156,6 +186,7 @@ export class SessionActor {
 
   private remember(list: RecentItem[], item: RecentItem, limit: number): void {
     if (limit === 0) return;
+    this.recentsDirtySince ??= item.t;
     list.push(item);
     // Trimmed once per turn (endTurn), not per op: a shift per op would cost O(limit) each.
     if (list.length >= 2 * limit) trim(list, limit);

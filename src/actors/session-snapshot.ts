@@ -1,4 +1,5 @@
 import { pack, unpack } from '../protocol/codec.js';
+import { recentKey, snapshotKey, stateKey } from '../outbox/keys.js';
 import type { JsonObject } from '../protocol/ops.js';
 
 /** An event or metric as kept for offline reads: the upstream body plus its receive time. */
@@ -8,9 +9,9 @@ export interface RecentItem {
 }
 
 /**
- * Everything a session actor knows, persisted under `s!<sn>` in the same batch as the outbox
- * chunks of the turn that produced it, so a restart (or a worker restart) resumes exactly
- * where the acked ops left it.
+ * Everything a session actor knows. Its core and state are persisted in the same batch as the
+ * outbox chunks of the turn that changed them, so a restart (or a worker restart) resumes
+ * exactly where the acked ops left it; see `SnapshotPart` for how it is split.
  */
 export interface SessionSnapshot {
   v: 1;
@@ -38,12 +39,45 @@ export interface SessionSnapshot {
   metrics: RecentItem[];
 }
 
-export function encodeSnapshot(s: SessionSnapshot): Uint8Array {
-  return pack(s);
+/**
+ * A snapshot is persisted in three parts, each written only when it changed, so that the cost of
+ * a turn follows what the turn did: an event does not re-encode the merged state, and the recent
+ * history (up to recent_*_limit items) is not re-encoded on every turn.
+ *
+ * - core (`s!<sn>`): everything but the state and the recent items; written when it changed,
+ *   in the same batch as the turn's outbox chunk.
+ * - state (`t!<sn>`): the merged state; written when a state op changed it, in the same batch.
+ * - recents (`r!<sn>`): the recent events and metrics, a read cache for offline reads (the ops
+ *   themselves are in the outbox): written at most `RECENTS_PERSIST_MS` after they changed,
+ *   before any read of the session, on passivation and at shutdown.
+ */
+export type SnapshotPart = 'core' | 'state' | 'recents';
+
+export const SNAPSHOT_KEYS: Record<SnapshotPart, (sn: number) => string> = { core: snapshotKey, state: stateKey, recents: recentKey };
+
+/** The parts' keys in load order: [core, state, recents]. */
+export function snapshotKeys(sn: number): [string, string, string] {
+  return [snapshotKey(sn), stateKey(sn), recentKey(sn)];
 }
 
-export function decodeSnapshot(bytes: Uint8Array): SessionSnapshot {
-  return unpack(bytes) as SessionSnapshot;
+export function encodePart(s: SessionSnapshot, part: SnapshotPart): Uint8Array {
+  switch (part) {
+    case 'state':
+      return pack(s.state);
+    case 'recents':
+      return pack({ events: s.events, metrics: s.metrics });
+    case 'core': {
+      const { state: _state, events: _events, metrics: _metrics, ...core } = s;
+      return pack(core);
+    }
+  }
+}
+
+/** Rebuilds a snapshot from its parts; a missing state or recents part is empty. */
+export function decodeSnapshot(core: Uint8Array, state?: Uint8Array, recents?: Uint8Array): SessionSnapshot {
+  const c = unpack(core) as Omit<SessionSnapshot, 'state' | 'events' | 'metrics'>;
+  const r = recents ? (unpack(recents) as { events: RecentItem[]; metrics: RecentItem[] }) : { events: [], metrics: [] };
+  return { ...c, state: state ? (unpack(state) as JsonObject) : {}, events: r.events, metrics: r.metrics };
 }
 
 /** The first session id: the server's when known, else the local one. */

@@ -1,35 +1,43 @@
 import type { Db } from '../outbox/store.js';
-import { ALL_SNAPSHOTS, parseSnapshotKey, snapshotKey } from '../outbox/keys.js';
+import { ALL_SNAPSHOTS, parseSnapshotKey } from '../outbox/keys.js';
 import type { Directory } from '../actors/directory.js';
-import { decodeSnapshot } from '../actors/session-snapshot.js';
+import type { RoundCoordinator } from '../actors/round-coordinator.js';
+import { decodeSnapshot, snapshotKeys } from '../actors/session-snapshot.js';
 import { renderSession, type SessionView } from './session-view.js';
 
 /**
- * Session reads answer from the durable snapshots in LevelDB: they work offline, survive
- * restarts, and show exactly what has been acked. No worker round trip is needed.
+ * Session reads answer from the snapshots in LevelDB: they work offline, survive restarts, and
+ * need no worker round trip to render. Before reading, the session's actor is asked to persist
+ * what it keeps lazily (its recent events and metrics), through a round like any op: a read
+ * therefore sees every op acked before it.
  */
 export class SessionReads {
   constructor(
     private readonly db: Db,
     private readonly directory: Directory,
+    private readonly rounds: RoundCoordinator,
     private readonly isPending: (sn: number) => boolean,
   ) {}
 
   async get(id: string): Promise<SessionView | null> {
     const sn = this.directory.resolve(id);
     if (sn === undefined) return null;
-    const bytes = await this.db.get(snapshotKey(sn));
+    await this.rounds.persist(sn, Date.now());
+    const [core, state, recents] = await this.db.getMany(snapshotKeys(sn));
     const ids = this.directory.ids(sn);
-    if (!bytes || !ids) return null;
-    return renderSession(decodeSnapshot(bytes), ids, id, this.isPending(sn));
+    if (!core || !ids) return null;
+    return renderSession(decodeSnapshot(core, state, recents), ids, id, this.isPending(sn));
   }
 
   async list(): Promise<SessionView[]> {
+    await this.rounds.tick('all');
     const out: SessionView[] = [];
-    for await (const [key, bytes] of this.db.iterator(ALL_SNAPSHOTS)) {
+    for await (const [key, core] of this.db.iterator(ALL_SNAPSHOTS)) {
       const sn = parseSnapshotKey(key);
       const ids = this.directory.ids(sn);
-      if (ids) out.push(renderSession(decodeSnapshot(bytes), ids, null, this.isPending(sn)));
+      if (!ids) continue;
+      const [, state, recents] = await this.db.getMany(snapshotKeys(sn));
+      out.push(renderSession(decodeSnapshot(core, state, recents), ids, null, this.isPending(sn)));
     }
     return out;
   }

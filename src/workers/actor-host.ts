@@ -2,8 +2,8 @@ import type { MessagePort } from 'node:worker_threads';
 import { ProtocolError } from '../protocol/errors.js';
 import { packForTransfer, unpack } from '../protocol/codec.js';
 import { encodeChunk } from '../outbox/chunk.js';
-import { SessionActor, type ActorOpKind, type RegisterInput } from '../actors/session-actor.js';
-import { decodeSnapshot, encodeSnapshot } from '../actors/session-snapshot.js';
+import { SessionActor, type ActorOpKind, type RecentsFlush, type RegisterInput } from '../actors/session-actor.js';
+import { SNAPSHOT_KEYS, decodeSnapshot, encodePart } from '../actors/session-snapshot.js';
 import { validateOp } from '../protocol/validate.js';
 import type { BatchBody, ControlMessage, HostTask, RoundReply, RoundRequest, WorkerSettings } from './round-messages.js';
 
@@ -54,8 +54,10 @@ class ActorRegistry {
   }
 
   runRound(req: RoundRequest): RoundReply {
-    for (const [sn, bytes] of req.activate) this.actors.set(sn, new SessionActor(decodeSnapshot(bytes), this.settings));
+    for (const [sn, core, state, recents] of req.activate) this.actors.set(sn, new SessionActor(decodeSnapshot(core, state, recents), this.settings));
     const touched = new Set<SessionActor>();
+    /** Actors that must persist their recent items in this round (a read is waiting). */
+    const flushed = new Set<SessionActor>();
     for (const [sn, serverId] of req.remaps) {
       const actor = this.actors.get(sn);
       if (actor) {
@@ -66,13 +68,6 @@ class ActorRegistry {
     const errors: RoundReply['errors'] = [];
     req.ops.forEach(([sn, kind, rt, body], index) => {
       try {
-        if (kind === 'batch') {
-          const actor = this.actors.get(sn);
-          if (!actor) throw new ProtocolError('internal', `session ${sn} is not loaded in this worker`);
-          touched.add(actor);
-          this.runBatch(actor, body as BatchBody, rt, index, errors);
-          return;
-        }
         if (kind === 'register') {
           const actor = SessionActor.register(sn, body as RegisterInput, rt, this.settings);
           this.actors.set(sn, actor);
@@ -82,21 +77,33 @@ class ActorRegistry {
         const actor = this.actors.get(sn);
         if (!actor) throw new ProtocolError('internal', `session ${sn} is not loaded in this worker`);
         touched.add(actor);
-        actor.apply(kind as ActorOpKind, body as never, rt);
+        if (kind === 'batch') this.runBatch(actor, body as BatchBody, rt, index, errors);
+        else if (kind === 'persist') flushed.add(actor);
+        else actor.apply(kind as ActorOpKind, body as never, rt);
       } catch (err) {
         if (err instanceof ProtocolError) errors.push([index, err.code, err.message]);
         else errors.push([index, 'internal', err instanceof Error ? err.message : String(err)]);
       }
     });
-    const reply: RoundReply = { r: req.r, chunks: [], snapshots: [], errors };
-    for (const actor of touched) {
-      const { ops, changed } = actor.endTurn();
-      const sn = actor.snapshot.sn;
-      if (ops.length > 0) reply.chunks.push([sn, ops.length, encodeChunk(ops)]);
-      if (changed) reply.snapshots.push([sn, encodeSnapshot(actor.snapshot), actor.snapshot.active]);
+    if (req.tick) for (const actor of this.actors.values()) touched.add(actor);
+    const reply: RoundReply = { r: req.r, chunks: [], puts: [], active: [], errors };
+    for (const actor of touched) this.endTurn(actor, req.now, flushed.has(actor) || req.tick === 'all' ? 'all' : 'due', reply);
+    for (const sn of req.passivate) {
+      const actor = this.actors.get(sn);
+      if (!actor) continue;
+      this.endTurn(actor, req.now, 'all', reply);
+      this.actors.delete(sn);
     }
-    for (const sn of req.passivate) this.actors.delete(sn);
     return reply;
+  }
+
+  /** One actor's turn outputs into the reply: its outbox chunk and the snapshot parts it changed. */
+  private endTurn(actor: SessionActor, now: number, recents: RecentsFlush, reply: RoundReply): void {
+    const { ops, parts } = actor.endTurn(now, recents);
+    const s = actor.snapshot;
+    if (ops.length > 0) reply.chunks.push([s.sn, ops.length, encodeChunk(ops)]);
+    for (const part of parts) reply.puts.push([SNAPSHOT_KEYS[part](s.sn), encodePart(s, part)]);
+    if (parts.includes('core')) reply.active.push([s.sn, s.active]);
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { ErrorCode } from '../protocol/errors.js';
-import type { ActorSettings } from '../actors/session-actor.js';
+import type { ActorSettings, RecentsFlush } from '../actors/session-actor.js';
 import type { Limits } from '../protocol/limits.js';
 
 /**
@@ -11,7 +11,8 @@ import type { Limits } from '../protocol/limits.js';
 
 /**
  * [session number, op kind, receive time ms, body]: a validated body, a RegisterInput for
- * `register`, or for kind `batch` a BatchBody (ops the worker decodes and validates itself).
+ * `register`, for kind `batch` a BatchBody (ops the worker decodes and validates itself), and
+ * for kind `persist` nothing (persist the session's recent items now: a read is waiting).
  * Ops and batches share one list so a session's items keep their submission order.
  */
 export type WorkerOp = [sn: number, kind: string, rt: number, body: unknown];
@@ -22,8 +23,15 @@ export type BatchBody = [bytes: Uint8Array, skip: number, n: number, sessionId: 
 export interface RoundRequest {
   /** Round id, echoed in the reply. */
   r: number;
-  /** Sessions to load into this worker before the ops run: [sn, snapshot bytes]. */
-  activate: Array<[sn: number, snapshot: Uint8Array]>;
+  /** The main thread's clock for this round (workers take no time of their own: one clock). */
+  now: number;
+  /** Sessions to load into this worker before the ops run: [sn, core, state?, recents?] (snapshot parts). */
+  activate: Array<[sn: number, core: Uint8Array, state: Uint8Array | undefined, recents: Uint8Array | undefined]>;
+  /**
+   * Periodic duties over every actor of the worker: `due` persists recent items that are due;
+   * `all` persists everything not yet persisted (shutdown).
+   */
+  tick?: RecentsFlush;
   ops: WorkerOp[];
   /** Remap broadcast: the session's server id is now known. */
   remaps: Array<[sn: number, serverId: string]>;
@@ -35,8 +43,10 @@ export interface RoundReply {
   r: number;
   /** Outbox chunk per session that queued upstream ops: [sn, op count, chunk bytes]. */
   chunks: Array<[sn: number, count: number, bytes: Uint8Array]>;
-  /** Snapshot per session that changed: [sn, snapshot bytes, active after the round]. */
-  snapshots: Array<[sn: number, bytes: Uint8Array, active: boolean]>;
+  /** Snapshot parts to write, by key (see SnapshotPart). */
+  puts: Array<[key: string, bytes: Uint8Array]>;
+  /** Whether each session whose core was written is active (not ended or crashed) after the round. */
+  active: Array<[sn: number, active: boolean]>;
   /**
    * Ops that failed, by index in the request's ops: [index, code, message], plus for a batch the
    * index of the op inside it. Everything not listed succeeded.
