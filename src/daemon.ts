@@ -51,7 +51,7 @@ export class Daemon {
     private readonly startedSync: () => Promise<void>,
   ) {
     this.syncReady = this.startedSync();
-    // Once a second: the actors' periodic duties (persisting recent items that are due), and
+    // Once a second: the actors' periodic duties (persisting activity that is due), and
     // ended sessions idle for session_idle_seconds leave worker memory (active ones stay: their
     // actors watch heartbeats).
     this.ticker = setInterval(() => {
@@ -187,7 +187,7 @@ export class Daemon {
       const httpClosed = this.http.close();
       await this.ws.close();
       await this.rounds.drain();
-      // What actors keep lazily (recent items) is persisted before the workers stop.
+      // What actors keep lazily (their activity) is persisted before the workers stop.
       await this.rounds.tick('all').catch(() => undefined);
       await this.syncReady.catch(() => undefined);
       await this.sync?.close();

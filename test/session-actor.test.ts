@@ -13,7 +13,7 @@ t.test('a local session queues its create first, then its ops, then end', async 
   a.apply('metric', { name: 'm', value: 2, type: 'gauge', tags: ['t'] }, 1004);
   a.apply('end', {}, 1005);
   const { ops, parts } = a.endTurn(1005);
-  t.same(parts, ['core', 'state'], 'core and state persisted with the turn; recent items later');
+  t.same(parts, ['core', 'state'], 'core (created, ended) and state persisted with the turn; activity later');
   t.same(ops.map((o) => o.k), ['create', 'state', 'event', 'metric', 'end'], 'the no-op state update is dropped');
   t.same(ops[2], { k: 'event', t: 1003, b: { name: 'e', data: { k: 1 } } }, 'receive time stamped, session_id not sent');
   t.same(ops[3]!.b, { name: 'm', type: 'gauge', value: 2, tags: ['t'] });
@@ -28,13 +28,13 @@ t.test('a session created online queues no create; recent items are bounded', as
   for (let i = 0; i < 10; i++) a.apply('metric', { name: `m${i}`, value: i, type: 'gauge' }, i);
   const { ops, parts } = a.endTurn(10);
   t.equal(ops.length, 20);
-  t.notOk(parts.includes('recents'), 'recent items are not due yet');
-  t.same(a.endTurn(10, 'all').parts, ['recents'], 'persisted when asked (a read, shutdown)');
+  t.notOk(parts.includes('activity'), 'recent items are not due yet');
+  t.same(a.endTurn(10, 'all').parts, ['activity'], 'persisted when asked (a read, shutdown)');
   t.same(a.snapshot.events.map((e) => e.b['name']), ['e7', 'e8', 'e9'], 'last 3 events kept');
   t.same(a.snapshot.metrics.map((e) => e.b['name']), ['m8', 'm9']);
   a.apply('event', { name: 'later' }, 20);
-  t.notOk(a.endTurn(500).parts.includes('recents'));
-  t.ok(a.endTurn(20 + 1000).parts.includes('recents'), 'persisted once due');
+  t.notOk(a.endTurn(500).parts.includes('activity'));
+  t.ok(a.endTurn(20 + 1000).parts.includes('activity'), 'persisted once due');
 });
 
 t.test('heartbeat bookkeeping and crash', async (t) => {

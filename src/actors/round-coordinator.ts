@@ -2,7 +2,7 @@ import type { Db } from '../outbox/store.js';
 import type { CommitQueue, WriteSet, Chunk } from '../outbox/commit-queue.js';
 import { activeKey } from '../outbox/keys.js';
 import { snapshotKeys } from './session-snapshot.js';
-import type { RecentsFlush } from './session-actor.js';
+import type { ActivityFlush } from './session-actor.js';
 import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
 import type { ActorPool } from '../workers/actor-pool.js';
 import type { BatchBody, RoundReply, RoundRequest, WorkerOp } from '../workers/round-messages.js';
@@ -48,7 +48,7 @@ interface Round {
   remaps: Map<number, Array<[number, string]>>;
   passivate: Map<number, number[]>;
   /** Periodic duties in every worker (see RoundRequest.tick). */
-  tick: RecentsFlush | undefined;
+  tick: ActivityFlush | undefined;
 }
 
 /** Where each op of a round went, to route the workers' per-op errors back. */
@@ -80,7 +80,7 @@ export class RoundCoordinator {
   private readonly resident: Array<Set<number>>;
   private remaps = new Map<number, Array<[number, string]>>();
   private passivations = new Map<number, number[]>();
-  private pendingTick: RecentsFlush | undefined;
+  private pendingTick: ActivityFlush | undefined;
   private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   /** Rounds posted to workers and not yet durable or refused. */
@@ -161,10 +161,10 @@ export class RoundCoordinator {
   }
 
   /**
-   * Runs the actors' periodic duties in every worker (persisting recent items that are due, or
+   * Runs the actors' periodic duties in every worker (persisting activity that is due, or
    * with 'all' everything, at shutdown); resolves when their writes are durable.
    */
-  tick(flush: RecentsFlush = 'due'): Promise<void> {
+  tick(flush: ActivityFlush = 'due'): Promise<void> {
     if (this.pendingTick !== 'all') this.pendingTick = flush;
     return this.enqueue([], undefined).then(() => undefined);
   }
@@ -257,8 +257,8 @@ export class RoundCoordinator {
     if (toLoad.length > 0) {
       const parts = await this.db.getMany(toLoad.flatMap(([, sn]) => snapshotKeys(sn)));
       toLoad.forEach(([slot, sn], i) => {
-        const [core, state, recents] = parts.slice(3 * i, 3 * i + 3);
-        if (core) requests[slot]!.activate.push([sn, core, state, recents]);
+        const [core, state, activity] = parts.slice(3 * i, 3 * i + 3);
+        if (core) requests[slot]!.activate.push([sn, core, state, activity]);
         else this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
       });
     }

@@ -5,15 +5,16 @@ import type { UpstreamOp } from '../outbox/chunk.js';
 import type { RecentItem, SessionSnapshot, SnapshotPart } from './session-snapshot.js';
 
 /**
- * Recent events and metrics are a read cache (the ops are in the outbox), so they are persisted
- * lazily: at most this long after they changed (by the periodic tick), or sooner when a read,
- * passivation or shutdown asks. Re-encoding up to recent_*_limit items on every turn was half
- * of the workers' encoding time under WebSocket load.
+ * A session's activity (updated_at, recent events and metrics) is what reads show of its
+ * history (the ops are in the outbox), so it is persisted lazily: at most this long after it
+ * changed (by the periodic tick), or sooner when a read, passivation or shutdown asks.
+ * Re-encoding up to recent_*_limit items on every turn was half of the workers' encoding time
+ * under WebSocket load, and writing a snapshot per HTTP event doubled the LevelDB entries.
  */
-export const RECENTS_PERSIST_MS = 1000;
+export const ACTIVITY_PERSIST_MS = 1000;
 
-/** When a turn persists the recent items: when due, all that changed, or none. */
-export type RecentsFlush = 'due' | 'all';
+/** When a turn persists the activity part: only when due, or whenever it changed (a read, shutdown). */
+export type ActivityFlush = 'due' | 'all';
 
 export interface ActorSettings {
   recent_events_limit: number;
@@ -46,7 +47,8 @@ export class SessionActor {
   /** Parts of the snapshot changed since they were last handed out for persisting. */
   private coreDirty = false;
   private stateDirty = false;
-  private recentsDirtySince: number | null = null;
+  private activityDirtySince: number | null = null;
+
 
   constructor(
     readonly snapshot: SessionSnapshot,
@@ -128,7 +130,9 @@ export class SessionActor {
         throw new ProtocolError('unknown_op', `unknown op "${String(kind)}"`);
     }
     s.updated_at = now;
-    this.coreDirty = true;
+    this.activityDirtySince ??= now;
+    // Events and metrics change only the activity part; everything else changes the core.
+    if (kind !== 'event' && kind !== 'metric' && kind !== 'state') this.coreDirty = true;
   }
 
   /** The server id arrived (remap broadcast); kept in the snapshot so it is self-describing. */
@@ -140,21 +144,21 @@ export class SessionActor {
 
   /**
    * Ends the turn: the upstream ops to queue and the snapshot parts to persist with them. Core
-   * and state go with the turn that changed them; recent items when due (see RECENTS_PERSIST_MS)
-   * or, with `recents: 'all'`, whenever they changed.
+   * and state go with the turn that changed them; activity when due (see ACTIVITY_PERSIST_MS)
+   * or, with `activity: 'all'`, whenever they changed.
    */
-  endTurn(now: number, recents: RecentsFlush = 'due'): { ops: UpstreamOp[]; parts: SnapshotPart[] } {
+  endTurn(now: number, activity: ActivityFlush = 'due'): { ops: UpstreamOp[]; parts: SnapshotPart[] } {
     const ops = this.pending;
     this.pending = [];
     const parts: SnapshotPart[] = [];
     if (this.coreDirty) parts.push('core');
     if (this.stateDirty) parts.push('state');
-    const since = this.recentsDirtySince;
-    if (since !== null && (recents === 'all' || now - since >= RECENTS_PERSIST_MS)) {
+    const since = this.activityDirtySince;
+    if (since !== null && (activity === 'all' || now - since >= ACTIVITY_PERSIST_MS)) {
       trim(this.snapshot.events, this.settings.recent_events_limit);
       trim(this.snapshot.metrics, this.settings.recent_metrics_limit);
-      parts.push('recents');
-      this.recentsDirtySince = null;
+      parts.push('activity');
+      this.activityDirtySince = null;
     }
     this.coreDirty = false;
     this.stateDirty = false;
@@ -163,7 +167,7 @@ export class SessionActor {
 
   /** Whether the actor holds anything not yet handed out for persisting. */
   get hasUnpersisted(): boolean {
-    return this.coreDirty || this.stateDirty || this.recentsDirtySince !== null || this.pending.length > 0;
+    return this.coreDirty || this.stateDirty || this.activityDirtySince !== null || this.pending.length > 0;
   }
 
   private crash(reason: string, now: number): void {
@@ -186,7 +190,6 @@ export class SessionActor {
 
   private remember(list: RecentItem[], item: RecentItem, limit: number): void {
     if (limit === 0) return;
-    this.recentsDirtySince ??= item.t;
     list.push(item);
     // Trimmed once per turn (endTurn), not per op: a shift per op would cost O(limit) each.
     if (list.length >= 2 * limit) trim(list, limit);

@@ -1,5 +1,5 @@
 import { pack, unpack } from '../protocol/codec.js';
-import { recentKey, snapshotKey, stateKey } from '../outbox/keys.js';
+import { activityKey, snapshotKey, stateKey } from '../outbox/keys.js';
 import type { JsonObject } from '../protocol/ops.js';
 
 /** An event or metric as kept for offline reads: the upstream body plus its receive time. */
@@ -41,43 +41,50 @@ export interface SessionSnapshot {
 
 /**
  * A snapshot is persisted in three parts, each written only when it changed, so that the cost of
- * a turn follows what the turn did: an event does not re-encode the merged state, and the recent
- * history (up to recent_*_limit items) is not re-encoded on every turn.
+ * a turn follows what the turn did: an event neither re-encodes the merged state nor the recent
+ * history (up to recent_*_limit items), nor writes anything but its outbox chunk.
  *
- * - core (`s!<sn>`): everything but the state and the recent items; written when it changed,
- *   in the same batch as the turn's outbox chunk.
- * - state (`t!<sn>`): the merged state; written when a state op changed it, in the same batch.
- * - recents (`r!<sn>`): the recent events and metrics, a read cache for offline reads (the ops
- *   themselves are in the outbox): written at most `RECENTS_PERSIST_MS` after they changed,
- *   before any read of the session, on passivation and at shutdown.
+ * - core (`s!<sn>`): ids, status (active, crashed, hung, ended_at), heartbeat bookkeeping;
+ *   written with the turn that changed it, in the same batch as the turn's outbox chunk.
+ * - state (`t!<sn>`): the merged state; written with the turn that changed it, likewise.
+ * - activity (`r!<sn>`): `updated_at` and the recent events and metrics. These are what reads
+ *   show of the session's history (the ops themselves are in the outbox), so they are persisted
+ *   lazily: at most `ACTIVITY_PERSIST_MS` after they changed, before any read of the session, on
+ *   passivation and at shutdown. After a crash, up to that much of them may be missing.
  */
-export type SnapshotPart = 'core' | 'state' | 'recents';
+export type SnapshotPart = 'core' | 'state' | 'activity';
 
-export const SNAPSHOT_KEYS: Record<SnapshotPart, (sn: number) => string> = { core: snapshotKey, state: stateKey, recents: recentKey };
+export const SNAPSHOT_KEYS: Record<SnapshotPart, (sn: number) => string> = { core: snapshotKey, state: stateKey, activity: activityKey };
 
-/** The parts' keys in load order: [core, state, recents]. */
+/** The parts' keys in load order: [core, state, activity]. */
 export function snapshotKeys(sn: number): [string, string, string] {
-  return [snapshotKey(sn), stateKey(sn), recentKey(sn)];
+  return [snapshotKey(sn), stateKey(sn), activityKey(sn)];
+}
+
+interface Activity {
+  updated_at: number;
+  events: RecentItem[];
+  metrics: RecentItem[];
 }
 
 export function encodePart(s: SessionSnapshot, part: SnapshotPart): Uint8Array {
   switch (part) {
     case 'state':
       return pack(s.state);
-    case 'recents':
-      return pack({ events: s.events, metrics: s.metrics });
+    case 'activity':
+      return pack({ updated_at: s.updated_at, events: s.events, metrics: s.metrics } satisfies Activity);
     case 'core': {
-      const { state: _state, events: _events, metrics: _metrics, ...core } = s;
+      const { state: _state, events: _events, metrics: _metrics, updated_at: _updated, ...core } = s;
       return pack(core);
     }
   }
 }
 
-/** Rebuilds a snapshot from its parts; a missing state or recents part is empty. */
-export function decodeSnapshot(core: Uint8Array, state?: Uint8Array, recents?: Uint8Array): SessionSnapshot {
-  const c = unpack(core) as Omit<SessionSnapshot, 'state' | 'events' | 'metrics'>;
-  const r = recents ? (unpack(recents) as { events: RecentItem[]; metrics: RecentItem[] }) : { events: [], metrics: [] };
-  return { ...c, state: state ? (unpack(state) as JsonObject) : {}, events: r.events, metrics: r.metrics };
+/** Rebuilds a snapshot from its parts; a missing state or activity part is empty. */
+export function decodeSnapshot(core: Uint8Array, state?: Uint8Array, activity?: Uint8Array): SessionSnapshot {
+  const c = unpack(core) as Omit<SessionSnapshot, 'state' | 'events' | 'metrics' | 'updated_at'>;
+  const a = activity ? (unpack(activity) as Activity) : { updated_at: c.created_at, events: [], metrics: [] };
+  return { ...c, updated_at: a.updated_at, state: state ? (unpack(state) as JsonObject) : {}, events: a.events, metrics: a.metrics };
 }
 
 /** The first session id: the server's when known, else the local one. */

@@ -14,7 +14,7 @@
  *   d!<seq>                 dead letter (one op)
  *   s!<sn>                  session snapshot: core (status, times, ids; written when it changes)
  *   t!<sn>                  session snapshot: merged state (written when the state changes)
- *   r!<sn>                  session snapshot: recent events and metrics (written lazily, see SessionActor)
+ *   r!<sn>                  session snapshot: activity, i.e. updated_at and the recent events and metrics (written lazily)
  *   a!<sn>                  present while the session is active (startup re-activates these)
  *   i!<id>                  session id (local or server) → sn
  *   m!<local id>            remap: local id → server id
@@ -50,7 +50,7 @@ export const parseDeadKey = (key: string): number => parseInt(key.slice(2), 16);
 
 export const snapshotKey = (sn: number): string => `s!${hex(sn, SN_WIDTH)}`;
 export const stateKey = (sn: number): string => `t!${hex(sn, SN_WIDTH)}`;
-export const recentKey = (sn: number): string => `r!${hex(sn, SN_WIDTH)}`;
+export const activityKey = (sn: number): string => `r!${hex(sn, SN_WIDTH)}`;
 export const ALL_SNAPSHOTS = { gt: 's!', lt: 's!~' };
 export const parseSnapshotKey = (key: string): number => parseInt(key.slice(2), 16);
 

@@ -2,7 +2,7 @@ import type { MessagePort } from 'node:worker_threads';
 import { ProtocolError } from '../protocol/errors.js';
 import { packForTransfer, unpack } from '../protocol/codec.js';
 import { encodeChunk } from '../outbox/chunk.js';
-import { SessionActor, type ActorOpKind, type RecentsFlush, type RegisterInput } from '../actors/session-actor.js';
+import { SessionActor, type ActorOpKind, type ActivityFlush, type RegisterInput } from '../actors/session-actor.js';
 import { SNAPSHOT_KEYS, decodeSnapshot, encodePart } from '../actors/session-snapshot.js';
 import { validateOp } from '../protocol/validate.js';
 import type { BatchBody, ControlMessage, HostTask, RoundReply, RoundRequest, WorkerSettings } from './round-messages.js';
@@ -54,9 +54,9 @@ class ActorRegistry {
   }
 
   runRound(req: RoundRequest): RoundReply {
-    for (const [sn, core, state, recents] of req.activate) this.actors.set(sn, new SessionActor(decodeSnapshot(core, state, recents), this.settings));
+    for (const [sn, core, state, activity] of req.activate) this.actors.set(sn, new SessionActor(decodeSnapshot(core, state, activity), this.settings));
     const touched = new Set<SessionActor>();
-    /** Actors that must persist their recent items in this round (a read is waiting). */
+    /** Actors that must persist their activity in this round (a read is waiting). */
     const flushed = new Set<SessionActor>();
     for (const [sn, serverId] of req.remaps) {
       const actor = this.actors.get(sn);
@@ -98,8 +98,8 @@ class ActorRegistry {
   }
 
   /** One actor's turn outputs into the reply: its outbox chunk and the snapshot parts it changed. */
-  private endTurn(actor: SessionActor, now: number, recents: RecentsFlush, reply: RoundReply): void {
-    const { ops, parts } = actor.endTurn(now, recents);
+  private endTurn(actor: SessionActor, now: number, activity: ActivityFlush, reply: RoundReply): void {
+    const { ops, parts } = actor.endTurn(now, activity);
     const s = actor.snapshot;
     if (ops.length > 0) reply.chunks.push([s.sn, ops.length, encodeChunk(ops)]);
     for (const part of parts) reply.puts.push([SNAPSHOT_KEYS[part](s.sn), encodePart(s, part)]);

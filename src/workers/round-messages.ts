@@ -1,5 +1,5 @@
 import type { ErrorCode } from '../protocol/errors.js';
-import type { ActorSettings, RecentsFlush } from '../actors/session-actor.js';
+import type { ActorSettings, ActivityFlush } from '../actors/session-actor.js';
 import type { Limits } from '../protocol/limits.js';
 
 /**
@@ -12,7 +12,7 @@ import type { Limits } from '../protocol/limits.js';
 /**
  * [session number, op kind, receive time ms, body]: a validated body, a RegisterInput for
  * `register`, for kind `batch` a BatchBody (ops the worker decodes and validates itself), and
- * for kind `persist` nothing (persist the session's recent items now: a read is waiting).
+ * for kind `persist` nothing (persist the session's activity now: a read is waiting).
  * Ops and batches share one list so a session's items keep their submission order.
  */
 export type WorkerOp = [sn: number, kind: string, rt: number, body: unknown];
@@ -25,13 +25,13 @@ export interface RoundRequest {
   r: number;
   /** The main thread's clock for this round (workers take no time of their own: one clock). */
   now: number;
-  /** Sessions to load into this worker before the ops run: [sn, core, state?, recents?] (snapshot parts). */
-  activate: Array<[sn: number, core: Uint8Array, state: Uint8Array | undefined, recents: Uint8Array | undefined]>;
+  /** Sessions to load into this worker before the ops run: [sn, core, state?, activity?] (snapshot parts). */
+  activate: Array<[sn: number, core: Uint8Array, state: Uint8Array | undefined, activity: Uint8Array | undefined]>;
   /**
-   * Periodic duties over every actor of the worker: `due` persists recent items that are due;
+   * Periodic duties over every actor of the worker: `due` persists activity that is due;
    * `all` persists everything not yet persisted (shutdown).
    */
-  tick?: RecentsFlush;
+  tick?: ActivityFlush;
   ops: WorkerOp[];
   /** Remap broadcast: the session's server id is now known. */
   remaps: Array<[sn: number, serverId: string]>;
