@@ -77,7 +77,7 @@ export class JsonClient {
     const res = await fetch(this.url + path, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...this.headers },
-      body: raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+      body: (raw ?? (body === undefined ? undefined : JSON.stringify(body))) as BodyInit | undefined,
     });
     return { status: res.status, body: await parse(res), headers: res.headers };
   }
