@@ -1,7 +1,7 @@
 import { ProtocolError } from '../protocol/errors.js';
 import { mergeState } from '../protocol/merge.js';
 import type { EventBody, JsonObject, MetricBody, OpBodies, OpKind } from '../protocol/ops.js';
-import type { UpstreamOp } from '../outbox/chunk.js';
+import { metricUpstreamBody, type ChunkEntry, type RawSegment, type UpstreamOp } from '../outbox/chunk.js';
 import type { RecentItem, SessionSnapshot, SnapshotPart } from './session-snapshot.js';
 
 /**
@@ -43,7 +43,8 @@ export type ActorOpKind = Exclude<OpKind, 'register'>;
  * Pure logic: no I/O, no clocks (times come with the ops), so it is tested directly.
  */
 export class SessionActor {
-  private pending: UpstreamOp[] = [];
+  /** Upstream ops of this turn, in order; runs of ops kept as received are RawSegments. */
+  private pending: ChunkEntry[] = [];
   /** Parts of the snapshot changed since they were last handed out for persisting. */
   private coreDirty = false;
   private stateDirty = false;
@@ -89,7 +90,12 @@ export class SessionActor {
     return actor;
   }
 
-  apply<K extends ActorOpKind>(kind: K, body: OpBodies[K], now: number): void {
+  /**
+   * Applies one op. `raw` says where the op's own bytes are (op `index` of the MessagePack array
+   * `bytes`, a WebSocket batch): an event or metric that goes upstream as it came is then queued
+   * as a reference to those bytes instead of being re-encoded (see RawSegment).
+   */
+  apply<K extends ActorOpKind>(kind: K, body: OpBodies[K], now: number, raw?: { bytes: Uint8Array; index: number }): void {
     const s = this.snapshot;
     if (!s.active) throw new ProtocolError('session_ended', `session ${s.server_id ?? s.local_id} has ${s.crashed ? 'crashed' : 'ended'}; it takes no more ops`);
     switch (kind) {
@@ -102,10 +108,10 @@ export class SessionActor {
       }
       case 'event':
         // The validated body is the upstream body: kept and queued as it is, never copied.
-        this.recordEvent(body as EventBody as unknown as JsonObject, now);
+        this.recordEvent(body as EventBody as unknown as JsonObject, now, raw);
         break;
       case 'metric':
-        this.recordMetric(metricUpstreamBody(body as MetricBody), now);
+        this.recordMetric(body as MetricBody, now, raw);
         break;
       case 'heartbeat':
         s.last_heartbeat = now;
@@ -147,7 +153,7 @@ export class SessionActor {
    * and state go with the turn that changed them; activity when due (see ACTIVITY_PERSIST_MS)
    * or, with `activity: 'all'`, whenever they changed.
    */
-  endTurn(now: number, activity: ActivityFlush = 'due'): { ops: UpstreamOp[]; parts: SnapshotPart[] } {
+  endTurn(now: number, activity: ActivityFlush = 'due'): { ops: ChunkEntry[]; parts: SnapshotPart[] } {
     const ops = this.pending;
     this.pending = [];
     const parts: SnapshotPart[] = [];
@@ -178,14 +184,24 @@ export class SessionActor {
     this.emit({ k: 'crash', t: now, b: { reason } });
   }
 
-  private recordEvent(b: JsonObject, now: number): void {
-    this.emit({ k: 'event', t: now, b });
+  private recordEvent(b: JsonObject, now: number, raw?: { bytes: Uint8Array; index: number }): void {
+    if (raw) this.emitRaw(raw, now);
+    else this.emit({ k: 'event', t: now, b });
     this.remember(this.snapshot.events, { t: now, b }, this.settings.recent_events_limit);
   }
 
-  private recordMetric(b: JsonObject, now: number): void {
-    this.emit({ k: 'metric', t: now, b });
+  private recordMetric(m: MetricBody, now: number, raw?: { bytes: Uint8Array; index: number }): void {
+    const b = metricUpstreamBody(m);
+    if (raw) this.emitRaw(raw, now);
+    else this.emit({ k: 'metric', t: now, b });
     this.remember(this.snapshot.metrics, { t: now, b }, this.settings.recent_metrics_limit);
+  }
+
+  /** Queues op `index` of `bytes` as it came, extending the last raw run when it is the same batch. */
+  private emitRaw(raw: { bytes: Uint8Array; index: number }, now: number): void {
+    const last = this.pending[this.pending.length - 1] as RawSegment | undefined;
+    if (last && 'r' in last && last.r === raw.bytes) last.i.push(raw.index);
+    else this.pending.push({ r: raw.bytes, t: now, i: [raw.index] });
   }
 
   private remember(list: RecentItem[], item: RecentItem, limit: number): void {
@@ -204,9 +220,4 @@ function trim(list: RecentItem[], limit: number): void {
   if (list.length > limit) list.splice(0, list.length - limit);
 }
 
-/** CONTRACT §3 metric body: `delta` is between client and daemon only, so it is left out. */
-function metricUpstreamBody(m: MetricBody): JsonObject {
-  if (m.delta === undefined) return m as unknown as JsonObject;
-  const { delta: _delta, ...rest } = m;
-  return rest as unknown as JsonObject;
-}
+

@@ -2,7 +2,7 @@ import { ProtocolError } from '../protocol/errors.js';
 import type { Limits } from '../protocol/limits.js';
 import { validateOp } from '../protocol/validate.js';
 import type { Op, OpKind, SessionOp } from '../protocol/ops.js';
-import type { Route, RequestContext } from './http-server.js';
+import { OK, type Route, type RequestContext } from './http-server.js';
 import type { Ingest } from './ingest.js';
 import type { SessionReads } from './session-reads.js';
 
@@ -44,7 +44,7 @@ export function buildRoutes(s: RouteServices): Map<string, Route> {
         const op = validateOp(kind, body, s.limits) as SessionOp;
         const [outcome] = await s.ingest.submit([op], rt);
         if (outcome) throw new ProtocolError(outcome.code, outcome.message);
-        return { status: 'ok' };
+        return OK;
       },
     });
   }

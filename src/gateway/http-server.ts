@@ -62,17 +62,20 @@ export class HttpGateway {
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const rt = Date.now();
     try {
-      const url = new URL(req.url ?? '/', 'http://daemon');
-      const route = this.options.routes.get(url.pathname);
-      if (!route) throw new ProtocolError('not_found', `no endpoint ${url.pathname}; see the API table in README.md`);
+      // Split path and query by hand: a WHATWG URL per request is measurable at 30 k requests/s.
+      const target = req.url ?? '/';
+      const q = target.indexOf('?');
+      const path = q < 0 ? target : target.slice(0, q);
+      const route = this.options.routes.get(path);
+      if (!route) throw new ProtocolError('not_found', `no endpoint ${path.slice(0, 200)}; see the API table in README.md`);
       if (req.method !== route.method) {
         res.setHeader('allow', route.method);
-        throw new ProtocolError('method_not_allowed', `${url.pathname} takes ${route.method}, not ${req.method}`);
+        throw new ProtocolError('method_not_allowed', `${path} takes ${route.method}, not ${req.method}`);
       }
       if (!route.public && !this.options.auth.allows(req))
         throw new ProtocolError('unauthorized', 'missing or wrong auth token: send "Authorization: Bearer <auth_token>"');
       const body = route.method === 'POST' ? await this.readJson(req) : undefined;
-      const answer = await route.handle({ query: url.searchParams, body, rt });
+      const answer = await route.handle({ query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)), body, rt });
       send(res, 200, answer);
     } catch (err) {
       const body = errorBody(err);
@@ -124,9 +127,13 @@ function tooLarge(limit: number): ProtocolError {
   return new ProtocolError('payload_too_large', `the body is larger than max_body_bytes=${limit}`);
 }
 
+/** The answer of every accepted op, encoded once. */
+export const OK = Object.freeze({ status: 'ok' });
+const OK_BYTES = Buffer.from(JSON.stringify(OK));
+
 function send(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return;
-  const text = JSON.stringify(body ?? {});
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
+  const bytes = body === OK ? OK_BYTES : Buffer.from(JSON.stringify(body ?? {}));
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': bytes.length });
+  res.end(bytes);
 }

@@ -1,4 +1,7 @@
 import { pack, unpack } from '../protocol/codec.js';
+import { validateOp } from '../protocol/validate.js';
+import type { Limits } from '../protocol/limits.js';
+import type { JsonObject, MetricBody } from '../protocol/ops.js';
 
 /** What goes upstream, one entry per DataCat REST request (CONTRACT §3). Heartbeats are not queued. */
 export type UpstreamKind = 'create' | 'state' | 'event' | 'metric' | 'end' | 'crash';
@@ -13,14 +16,75 @@ export interface UpstreamOp {
 }
 
 /**
+ * Events and metrics that go upstream as the client sent them, kept as the client's own bytes:
+ * ops `i` (ascending indices) of the MessagePack array `r` (a WebSocket batch), received at `t`.
+ * Re-encoding them was half of the workers' busy time under WebSocket load; decoding them again
+ * happens when the sync actor sends them, at the upstream's pace.
+ */
+export interface RawSegment {
+  r: Uint8Array;
+  t: number;
+  i: number[];
+}
+
+/** One entry of a chunk: an op the daemon built (create, state patch, aggregate, its own events,
+ *  end, crash) or a run of ops kept as received. */
+export type ChunkEntry = UpstreamOp | RawSegment;
+
+/**
  * An outbox chunk: one session's upstream ops from one round, in order. One LevelDB entry per
  * chunk instead of per op: measured 1.7 M ops/s (chunks of 100) against 0.12 M ops/s (one entry
  * per op), encode included.
  */
-export function encodeChunk(ops: UpstreamOp[]): Uint8Array {
-  return pack(ops);
+export function encodeChunk(entries: ChunkEntry[]): Uint8Array {
+  return pack(entries);
 }
 
+/** Ops in a chunk (what the queue depth counts). */
+export function countOps(entries: ChunkEntry[]): number {
+  let n = 0;
+  for (const e of entries) n += 'r' in e ? e.i.length : 1;
+  return n;
+}
+
+/**
+ * Re-normalizing ops that were validated when they arrived: limits cannot refuse them again
+ * (the configured limits may have changed since), so they are effectively off.
+ */
+const UNBOUNDED: Limits = {
+  max_body_bytes: Number.MAX_SAFE_INTEGER,
+  max_frame_bytes: Number.MAX_SAFE_INTEGER,
+  max_ops_per_frame: Number.MAX_SAFE_INTEGER,
+  max_depth: 1_000_000,
+  max_string_length: Number.MAX_SAFE_INTEGER,
+  max_name_length: Number.MAX_SAFE_INTEGER,
+};
+
+/** The chunk's upstream ops, in order, with raw segments decoded and normalized. */
 export function decodeChunk(bytes: Uint8Array): UpstreamOp[] {
-  return unpack(bytes) as UpstreamOp[];
+  const entries = unpack(bytes) as ChunkEntry[];
+  const out: UpstreamOp[] = [];
+  for (const e of entries) {
+    if (!('r' in e)) {
+      out.push(e);
+      continue;
+    }
+    const raw = unpack(e.r) as unknown[];
+    for (const i of e.i) {
+      const item = raw[i] as { k?: unknown };
+      // The same normalization as at ingest (known fields only, `level` → category), so what is
+      // sent is exactly what would have been stored had the op been re-encoded.
+      const op = validateOp(String(item.k), item, UNBOUNDED, '-');
+      if (op.kind === 'event') out.push({ k: 'event', t: e.t, b: op.body as unknown as JsonObject });
+      else if (op.kind === 'metric') out.push({ k: 'metric', t: e.t, b: metricUpstreamBody(op.body) });
+    }
+  }
+  return out;
+}
+
+/** CONTRACT §3 metric body: `delta` is between client and daemon only, so it is left out. */
+export function metricUpstreamBody(m: MetricBody): JsonObject {
+  if (m.delta === undefined) return m as unknown as JsonObject;
+  const { delta: _delta, ...rest } = m;
+  return rest as unknown as JsonObject;
 }

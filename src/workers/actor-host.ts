@@ -1,7 +1,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { ProtocolError } from '../protocol/errors.js';
 import { packForTransfer, unpack } from '../protocol/codec.js';
-import { encodeChunk } from '../outbox/chunk.js';
+import { countOps, encodeChunk } from '../outbox/chunk.js';
 import { SessionActor, type ActorOpKind, type ActivityFlush, type RegisterInput } from '../actors/session-actor.js';
 import { SNAPSHOT_KEYS, decodeSnapshot, encodePart } from '../actors/session-snapshot.js';
 import { validateOp } from '../protocol/validate.js';
@@ -101,7 +101,7 @@ class ActorRegistry {
   private endTurn(actor: SessionActor, now: number, activity: ActivityFlush, reply: RoundReply): void {
     const { ops, parts } = actor.endTurn(now, activity);
     const s = actor.snapshot;
-    if (ops.length > 0) reply.chunks.push([s.sn, ops.length, encodeChunk(ops)]);
+    if (ops.length > 0) reply.chunks.push([s.sn, countOps(ops), encodeChunk(ops)]);
     for (const part of parts) reply.puts.push([SNAPSHOT_KEYS[part](s.sn), encodePart(s, part)]);
     if (parts.includes('core')) reply.active.push([s.sn, s.active]);
   }
@@ -129,7 +129,7 @@ class ActorRegistry {
       try {
         const op = validateOp(String(raw?.k), raw, limits, sessionId);
         if (op.kind === 'register') throw new ProtocolError('invalid_field', 'register goes in an "ops" frame, not in a batch');
-        actor.apply(op.kind, op.body as never, rt);
+        actor.apply(op.kind, op.body as never, rt, { bytes, index: i });
       } catch (err) {
         if (err instanceof ProtocolError) errors.push([index, err.code, err.message, i]);
         else errors.push([index, 'internal', err instanceof Error ? err.message : String(err), i]);
