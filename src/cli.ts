@@ -21,14 +21,21 @@ async function main(argv: string[]): Promise<void> {
   const logger = createLogger(config.log_level);
   for (const w of warnings) logger.warn(w);
 
+  // Per-application mode: started by a DataCat client (DATACAT_CONFIG), or exit_with_parent.
+  const perApplication = Boolean(process.env['DATACAT_CONFIG']) || config.exit_with_parent;
+  const onParentExit = (err?: unknown): void => {
+    if (err) logger.error({ err }, 'error while stopping after the parent exited');
+    process.exit(err ? 1 : 0);
+  };
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start(config, { logger });
+    daemon = await Daemon.start(config, { logger, ...(perApplication ? { watchParent: { onExit: onParentExit } } : {}) });
   } catch (err) {
     process.stderr.write(`datacat-daemon: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   }
   if (configFile) logger.info({ config_file: configFile }, 'configuration read');
+
 
   let stopping = false;
   const stop = (signal: string): void => {

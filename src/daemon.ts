@@ -18,9 +18,16 @@ import { WsGateway } from './gateway/ws-gateway.js';
 import { hostIdentity } from './host-identity.js';
 import { silentLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
+import { watchParent } from './parent-watch.js';
 
 export interface DaemonOptions {
   logger?: Logger;
+  /**
+   * Per-application mode (a DataCat client started the daemon through DATACAT_CONFIG, or
+   * exit_with_parent): watch the parent process, and when it exits mark every active session
+   * crashed, persist, and call `onParentExit`.
+   */
+  watchParent?: { onExit: (err?: unknown) => void };
   /** Tests wrap the store to inject write failures. */
   wrapDb?: (db: Db) => Db;
 }
@@ -75,6 +82,9 @@ export class Daemon {
     const pool = new ActorPool(config.workers, {
       recent_events_limit: config.recent_events_limit,
       recent_metrics_limit: config.recent_metrics_limit,
+      heartbeat_timeout_seconds: config.heartbeat_timeout_seconds,
+      batch_interval_seconds: config.batch_interval_seconds,
+      watched_parent_pid: options.watchParent && process.ppid > 1 ? process.ppid : null,
       limits,
     });
     const rounds = new RoundCoordinator(pool, commits, db, active);
@@ -134,6 +144,9 @@ export class Daemon {
         logger.debug({ local_id: localId, server_id: serverId }, 'session remapped');
       });
       daemon!.sync = sync;
+      sync.startHeartbeats(config.upstream_heartbeat_seconds * 1000, function* live() {
+        for (const sn of rounds.activeSessions) if (!rounds.hungSessions.has(sn)) yield sn;
+      });
       rounds.afterCommit = (sns) => {
         const now = Date.now();
         for (const sn of sns) sync!.notify(sn, now);
@@ -142,6 +155,12 @@ export class Daemon {
     };
     daemon = new Daemon(config, db, commits, directory, pool, rounds, ingest, http, ws, address.port, limits, logger, startSync);
     logger.info({ port: address.port, host: config.host, data_dir: config.data_dir, server_url: config.server_url }, 'datacat daemon listening');
+    if (options.watchParent) {
+      const { onExit } = options.watchParent;
+      const started = daemon;
+      const watch = watchParent((parentPid) => started.parentExited(parentPid).then(() => onExit(), onExit));
+      if (watch) logger.info({ parent_pid: watch.parentPid }, 'exiting with the parent process');
+    }
     return daemon;
   }
 
@@ -171,6 +190,25 @@ export class Daemon {
       remaps: c.remaps,
       sessions_known: this.directory.size,
     };
+  }
+
+  /**
+   * The application that started this daemon is gone (a per-application daemon, README): every
+   * active session is marked crashed (event daemon_parent_exited, crash op), everything is
+   * persisted, and, while the upstream is online, the queue gets up to exit_drain_seconds to
+   * drain before the daemon stops.
+   */
+  async parentExited(parentPid: number): Promise<void> {
+    const rt = Date.now();
+    const sessions = [...this.rounds.activeSessions];
+    this.logger.warn({ parent_pid: parentPid, sessions: sessions.length }, 'the application that started the daemon exited: marking its sessions crashed');
+    if (sessions.length > 0) await this.rounds.submit(sessions.map((sn) => ({ sn, kind: 'parent_exited', rt, body: [process.pid, parentPid] }))).catch(() => undefined);
+    await this.syncReady.catch(() => undefined);
+    if (this.sync && this.config.exit_drain_seconds > 0 && this.sync.link.state !== 'down') {
+      this.sync.flush();
+      await this.sync.waitDrained(this.config.exit_drain_seconds * 1000);
+    }
+    await this.close();
   }
 
   async flush(wait: boolean): Promise<{ depth: number }> {

@@ -9,7 +9,11 @@ export type { Logger };
  * reads them, so a chatty daemon would eventually block on a full pipe.
  */
 export function createLogger(level: LogLevel): Logger {
-  return pino({ level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: false }));
+  const destination = pino.destination({ dest: 2, sync: false });
+  // A client that started the daemon may die with our stderr pipe (EPIPE): logging must never
+  // take the daemon down, least of all while it persists that client's sessions.
+  destination.on('error', () => undefined);
+  return pino({ level, base: { pid: process.pid } }, destination);
 }
 
 export const silentLogger: Logger = pino({ level: 'silent' });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { SessionActor } from '../src/actors/session-actor.js';
 import { ProtocolError } from '../src/protocol/errors.js';
 
-const settings = { recent_events_limit: 3, recent_metrics_limit: 2 };
+const settings = { recent_events_limit: 3, recent_metrics_limit: 2, heartbeat_timeout_seconds: 60, batch_interval_seconds: 5, watched_parent_pid: null };
 const reg = { product: 'p', version: '1', hostname: 'h', machine_id: 'm', parent_pid: null, local_id: 'local-session-1-1', server_id: null };
 
 t.test('a local session queues its create first, then its ops, then end', async (t) => {

@@ -1,7 +1,7 @@
 import type { Db } from '../outbox/store.js';
 import type { CommitQueue, WriteSet, Chunk } from '../outbox/commit-queue.js';
 import { activeKey } from '../outbox/keys.js';
-import { snapshotKeys } from './session-snapshot.js';
+import { SNAPSHOT_PARTS, snapshotKeys } from './session-snapshot.js';
 import type { ActivityFlush } from './session-actor.js';
 import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
 import type { ActorPool } from '../workers/actor-pool.js';
@@ -88,6 +88,8 @@ export class RoundCoordinator {
   private settleWaiters: Array<() => void> = [];
   /** Sessions that are active (not ended or crashed) as of the last durable round. */
   readonly activeSessions: Set<number>;
+  /** Sessions whose actor considers them hung (no heartbeat for heartbeat_timeout_seconds). */
+  readonly hungSessions = new Set<number>();
   /** [round, time] of the last op for each resident session; passivation waits for that round to be durable. */
   private readonly lastTouched = new Map<number, [round: number, at: number]>();
   private lastDurableRound = 0;
@@ -256,9 +258,10 @@ export class RoundCoordinator {
     });
     if (toLoad.length > 0) {
       const parts = await this.db.getMany(toLoad.flatMap(([, sn]) => snapshotKeys(sn)));
+      const per = SNAPSHOT_PARTS;
       toLoad.forEach(([slot, sn], i) => {
-        const [core, state, activity] = parts.slice(3 * i, 3 * i + 3);
-        if (core) requests[slot]!.activate.push([sn, core, state, activity]);
+        const [core, state, aggregates, activity] = parts.slice(per * i, per * i + per);
+        if (core) requests[slot]!.activate.push([sn, core, state, aggregates, activity]);
         else this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
       });
     }
@@ -288,7 +291,9 @@ export class RoundCoordinator {
     for (const reply of replies) {
       for (const [sn, count, value] of reply.chunks) chunks.push({ sn, count, value });
       puts.push(...reply.puts);
-      for (const [sn, active] of reply.active) {
+      for (const [sn, active, hung] of reply.active) {
+        if (hung) this.hungSessions.add(sn);
+        else this.hungSessions.delete(sn);
         if (active !== this.activeSessions.has(sn)) {
           activeChanges.push([sn, active]);
           if (active) puts.push([activeKey(sn), EMPTY]);

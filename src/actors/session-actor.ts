@@ -3,6 +3,7 @@ import { mergeState } from '../protocol/merge.js';
 import type { EventBody, JsonObject, MetricBody, OpBodies, OpKind } from '../protocol/ops.js';
 import { metricUpstreamBody, type ChunkEntry, type RawSegment, type UpstreamOp } from '../outbox/chunk.js';
 import type { RecentItem, SessionSnapshot, SnapshotPart } from './session-snapshot.js';
+import { aggregate, emptyAggregates, hasChanged, isAggregated, takeChanged } from './metric-aggregates.js';
 
 /**
  * A session's activity (updated_at, recent events and metrics) is what reads show of its
@@ -19,7 +20,18 @@ export type ActivityFlush = 'due' | 'all';
 export interface ActorSettings {
   recent_events_limit: number;
   recent_metrics_limit: number;
+  heartbeat_timeout_seconds: number;
+  batch_interval_seconds: number;
+  /**
+   * The pid of the application that started this daemon, when the daemon watches it (a
+   * per-application daemon): sessions whose parent it is are left to that watch, which marks
+   * them with daemon_parent_exited, rather than also racing it with parent_process_crashed.
+   */
+  watched_parent_pid: number | null;
 }
+
+/** Events the daemon itself adds to a session (CONTRACT §3), all in this group. */
+export const DAEMON_GROUP = 'datacat.daemon';
 
 /** What the gateway decided at registration, handed to the new actor. */
 export interface RegisterInput {
@@ -48,6 +60,7 @@ export class SessionActor {
   /** Parts of the snapshot changed since they were last handed out for persisting. */
   private coreDirty = false;
   private stateDirty = false;
+  private aggregatesDirty = false;
   private activityDirtySince: number | null = null;
 
 
@@ -79,6 +92,7 @@ export class SessionActor {
         state: {},
         events: [],
         metrics: [],
+        aggregates: emptyAggregates(now),
       },
       settings,
     );
@@ -114,6 +128,7 @@ export class SessionActor {
         this.recordMetric(body as MetricBody, now, raw);
         break;
       case 'heartbeat':
+        if (s.hung) this.recovered(now);
         s.last_heartbeat = now;
         s.heartbeat_paused = false;
         break;
@@ -125,6 +140,7 @@ export class SessionActor {
         s.last_heartbeat = now;
         break;
       case 'end':
+        this.flushAggregates(now); // final totals go up before the end
         s.active = false;
         s.ended_at = now;
         this.emit({ k: 'end', t: now, b: {} });
@@ -159,6 +175,7 @@ export class SessionActor {
     const parts: SnapshotPart[] = [];
     if (this.coreDirty) parts.push('core');
     if (this.stateDirty) parts.push('state');
+    if (this.aggregatesDirty) parts.push('aggregates');
     const since = this.activityDirtySince;
     if (since !== null && (activity === 'all' || now - since >= ACTIVITY_PERSIST_MS)) {
       trim(this.snapshot.events, this.settings.recent_events_limit);
@@ -168,16 +185,85 @@ export class SessionActor {
     }
     this.coreDirty = false;
     this.stateDirty = false;
+    this.aggregatesDirty = false;
     return { ops, parts };
   }
 
   /** Whether the actor holds anything not yet handed out for persisting. */
   get hasUnpersisted(): boolean {
-    return this.coreDirty || this.stateDirty || this.activityDirtySince !== null || this.pending.length > 0;
+    return this.coreDirty || this.stateDirty || this.aggregatesDirty || this.activityDirtySince !== null || this.pending.length > 0;
+  }
+
+  /**
+   * The periodic duties, run by the tick round about once a second over every actor of a worker
+   * (one sweep per worker, never a timer per session):
+   * - the parent process (`parent_pid`) is gone while the session is active: a
+   *   `parent_process_crashed` event, then a crash op (reason `parent_process_terminated`);
+   * - no heartbeat for heartbeat_timeout_seconds (unless paused): `application_appears_hung`,
+   *   once, until the next heartbeat;
+   * - counter and histogram aggregates that changed go upstream once per batch_interval_seconds.
+   */
+  tick(now: number, processAlive: (pid: number) => boolean): void {
+    const s = this.snapshot;
+    if (!s.active) return;
+    if (s.parent_pid !== null && s.parent_pid !== this.settings.watched_parent_pid && !processAlive(s.parent_pid)) {
+      this.daemonEvent(now, 'parent_process_crashed', 'critical', ['crash', 'process'], `Parent process (PID ${s.parent_pid}) is no longer running`, { parent_pid: s.parent_pid });
+      this.crash('parent_process_terminated', now);
+      return;
+    }
+    const silentFor = now - (s.last_heartbeat ?? s.created_at);
+    if (!s.heartbeat_paused && !s.hung && silentFor > this.settings.heartbeat_timeout_seconds * 1000) {
+      const seconds = Math.round(silentFor / 1000);
+      s.hung = true;
+      this.daemonEvent(now, 'application_appears_hung', 'error', ['heartbeat', 'hung'], `Application has not sent heartbeat for ${seconds} seconds`, {
+        last_heartbeat: new Date(s.last_heartbeat ?? s.created_at).toISOString(),
+        seconds_since_heartbeat: seconds,
+      });
+      this.coreDirty = true;
+    }
+    if (now - s.aggregates.flushed_at >= this.settings.batch_interval_seconds * 1000) this.flushAggregates(now);
+  }
+
+  /** The application that started this daemon exited (CONTRACT/README, "per-application daemon"). */
+  parentExited(now: number, daemonPid: number, parentPid: number): void {
+    if (!this.snapshot.active) return;
+    this.daemonEvent(now, 'daemon_parent_exited', 'critical', ['crash', 'daemon'], `The application that started the daemon (PID ${parentPid}) exited while the session was active`, {
+      daemon_pid: daemonPid,
+      parent_pid: parentPid,
+    });
+    this.crash('parent_process_terminated', now);
+  }
+
+  private recovered(now: number): void {
+    const s = this.snapshot;
+    s.hung = false;
+    this.daemonEvent(now, 'application_recovered', 'info', ['heartbeat', 'recovery'], 'Application heartbeat resumed after hang', {
+      seconds_since_heartbeat: Math.round((now - (s.last_heartbeat ?? s.created_at)) / 1000),
+    });
+  }
+
+  /** An event the daemon adds (group datacat.daemon): queued and shown in reads like any event. */
+  private daemonEvent(now: number, name: string, category: string, labels: string[], message: string, data: JsonObject): void {
+    this.recordEvent({ name, category, group: DAEMON_GROUP, labels, message, data }, now);
+    this.snapshot.updated_at = now;
+    this.activityDirtySince ??= now;
+  }
+
+  /** Queues the aggregates that changed since they were last sent (their running values). */
+  private flushAggregates(now: number): void {
+    const aggs = this.snapshot.aggregates;
+    if (!hasChanged(aggs)) {
+      aggs.flushed_at = now;
+      return;
+    }
+    for (const b of takeChanged(aggs, now)) this.emit({ k: 'metric', t: now, b });
+    this.aggregatesDirty = true;
   }
 
   private crash(reason: string, now: number): void {
+    this.flushAggregates(now);
     const s = this.snapshot;
+    this.coreDirty = true; // also when called from tick(), not only from apply()
     s.active = false;
     s.crashed = true;
     s.ended_at = now;
@@ -191,6 +277,13 @@ export class SessionActor {
   }
 
   private recordMetric(m: MetricBody, now: number, raw?: { bytes: Uint8Array; index: number }): void {
+    // Counter deltas and histogram samples accumulate; their snapshots go up on the interval.
+    if (isAggregated(m)) {
+      aggregate(this.snapshot.aggregates, m);
+      this.aggregatesDirty = true;
+      this.remember(this.snapshot.metrics, { t: now, b: m as unknown as JsonObject }, this.settings.recent_metrics_limit);
+      return;
+    }
     const b = metricUpstreamBody(m);
     if (raw) this.emitRaw(raw, now);
     else this.emit({ k: 'metric', t: now, b });

@@ -1,5 +1,6 @@
 import { pack, unpack } from '../protocol/codec.js';
-import { activityKey, snapshotKey, stateKey } from '../outbox/keys.js';
+import { activityKey, aggregatesKey, snapshotKey, stateKey } from '../outbox/keys.js';
+import { emptyAggregates, type Aggregates } from './metric-aggregates.js';
 import type { JsonObject } from '../protocol/ops.js';
 
 /** An event or metric as kept for offline reads: the upstream body plus its receive time. */
@@ -37,28 +38,35 @@ export interface SessionSnapshot {
   state: JsonObject;
   events: RecentItem[];
   metrics: RecentItem[];
+  /** Counter and histogram aggregates (metric-aggregates.ts). */
+  aggregates: Aggregates;
 }
 
 /**
- * A snapshot is persisted in three parts, each written only when it changed, so that the cost of
- * a turn follows what the turn did: an event neither re-encodes the merged state nor the recent
+ * A snapshot is persisted in parts, each written only when it changed, so that the cost of a
+ * turn follows what the turn did: an event neither re-encodes the merged state nor the recent
  * history (up to recent_*_limit items), nor writes anything but its outbox chunk.
  *
  * - core (`s!<sn>`): ids, status (active, crashed, hung, ended_at), heartbeat bookkeeping;
  *   written with the turn that changed it, in the same batch as the turn's outbox chunk.
  * - state (`t!<sn>`): the merged state; written with the turn that changed it, likewise.
+ * - aggregates (`g!<sn>`): counter totals and histogram buckets; written with the turn that
+ *   changed them, likewise (an acked delta survives a crash).
  * - activity (`r!<sn>`): `updated_at` and the recent events and metrics. These are what reads
  *   show of the session's history (the ops themselves are in the outbox), so they are persisted
  *   lazily: at most `ACTIVITY_PERSIST_MS` after they changed, before any read of the session, on
  *   passivation and at shutdown. After a crash, up to that much of them may be missing.
  */
-export type SnapshotPart = 'core' | 'state' | 'activity';
+export type SnapshotPart = 'core' | 'state' | 'aggregates' | 'activity';
 
-export const SNAPSHOT_KEYS: Record<SnapshotPart, (sn: number) => string> = { core: snapshotKey, state: stateKey, activity: activityKey };
+export const SNAPSHOT_KEYS: Record<SnapshotPart, (sn: number) => string> = { core: snapshotKey, state: stateKey, aggregates: aggregatesKey, activity: activityKey };
 
-/** The parts' keys in load order: [core, state, activity]. */
-export function snapshotKeys(sn: number): [string, string, string] {
-  return [snapshotKey(sn), stateKey(sn), activityKey(sn)];
+/** How many parts a snapshot has (the length of snapshotKeys). */
+export const SNAPSHOT_PARTS = 4;
+
+/** The parts' keys in load order: [core, state, aggregates, activity]. */
+export function snapshotKeys(sn: number): [string, string, string, string] {
+  return [snapshotKey(sn), stateKey(sn), aggregatesKey(sn), activityKey(sn)];
 }
 
 interface Activity {
@@ -67,24 +75,35 @@ interface Activity {
   metrics: RecentItem[];
 }
 
+type Core = Omit<SessionSnapshot, 'state' | 'events' | 'metrics' | 'updated_at' | 'aggregates'>;
+
 export function encodePart(s: SessionSnapshot, part: SnapshotPart): Uint8Array {
   switch (part) {
     case 'state':
       return pack(s.state);
+    case 'aggregates':
+      return pack(s.aggregates);
     case 'activity':
       return pack({ updated_at: s.updated_at, events: s.events, metrics: s.metrics } satisfies Activity);
     case 'core': {
-      const { state: _state, events: _events, metrics: _metrics, updated_at: _updated, ...core } = s;
-      return pack(core);
+      const { state: _state, events: _events, metrics: _metrics, updated_at: _updated, aggregates: _aggregates, ...core } = s;
+      return pack(core satisfies Core);
     }
   }
 }
 
-/** Rebuilds a snapshot from its parts; a missing state or activity part is empty. */
-export function decodeSnapshot(core: Uint8Array, state?: Uint8Array, activity?: Uint8Array): SessionSnapshot {
-  const c = unpack(core) as Omit<SessionSnapshot, 'state' | 'events' | 'metrics' | 'updated_at'>;
+/** Rebuilds a snapshot from its parts (in snapshotKeys order); missing parts are empty. */
+export function decodeSnapshot(core: Uint8Array, state?: Uint8Array, aggregates?: Uint8Array, activity?: Uint8Array): SessionSnapshot {
+  const c = unpack(core) as Core;
   const a = activity ? (unpack(activity) as Activity) : { updated_at: c.created_at, events: [], metrics: [] };
-  return { ...c, updated_at: a.updated_at, state: state ? (unpack(state) as JsonObject) : {}, events: a.events, metrics: a.metrics };
+  return {
+    ...c,
+    updated_at: a.updated_at,
+    state: state ? (unpack(state) as JsonObject) : {},
+    events: a.events,
+    metrics: a.metrics,
+    aggregates: aggregates ? (unpack(aggregates) as Aggregates) : emptyAggregates(c.created_at),
+  };
 }
 
 /** The first session id: the server's when known, else the local one. */

@@ -65,6 +65,7 @@ interface Lane {
 
 export interface SyncStats {
   sent: number;
+  heartbeats: number;
   retried: number;
   deadLettered: number;
   inDoubt: number;
@@ -90,8 +91,9 @@ export class SyncActor {
   private readonly ready = new Set<Lane>();
   private running = 0;
   private closed = false;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
   private drainWaiters: Array<() => void> = [];
-  readonly stats: SyncStats = { sent: 0, retried: 0, deadLettered: 0, inDoubt: 0, remaps: 0 };
+  readonly stats: SyncStats = { sent: 0, heartbeats: 0, retried: 0, deadLettered: 0, inDoubt: 0, remaps: 0 };
 
   constructor(
     private readonly db: Db,
@@ -162,6 +164,32 @@ export class SyncActor {
     return null;
   }
 
+  /**
+   * Upstream heartbeats: while the upstream is online, every `intervalMs` one heartbeat per live
+   * session (active, not hung, known to the server), whatever number of heartbeats the
+   * application sent meanwhile. Coalesced, never queued: a heartbeat missed while offline means
+   * nothing once the session's queued ops arrive.
+   */
+  startHeartbeats(intervalMs: number, liveSessions: () => Iterable<number>): void {
+    const beat = async (): Promise<void> => {
+      if (this.closed || this.link.state !== 'up') return;
+      const ids: string[] = [];
+      for (const sn of liveSessions()) {
+        const id = this.directory.ids(sn)?.server_id;
+        if (id) ids.push(id);
+      }
+      // A few at a time, so heartbeats never crowd out the sessions' queued ops.
+      for (let i = 0; i < ids.length && !this.closed && this.link.state === 'up'; i += 8) {
+        const outcomes = await Promise.all(ids.slice(i, i + 8).map((id) => this.upstream.heartbeat(id)));
+        this.stats.heartbeats += outcomes.filter((o) => o.kind === 'ok').length;
+        const down = outcomes.find((o) => o.kind === 'retry' && o.scope === 'upstream');
+        if (down && down.kind === 'retry') this.link.upstreamFailed(down.reason, down.retryAfterMs);
+      }
+    };
+    this.heartbeatTimer = setInterval(() => void beat(), intervalMs);
+    this.heartbeatTimer.unref();
+  }
+
   /** Sessions with queued ops, and the receive time of the oldest queued op. */
   queueInfo(): { sessions: number; oldestT: number | null } {
     let oldest: number | null = null;
@@ -198,6 +226,7 @@ export class SyncActor {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.link.close();
     for (const lane of this.lanes.values()) if (lane.timer) clearTimeout(lane.timer);
     await this.upstream.close();

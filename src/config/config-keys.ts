@@ -49,6 +49,7 @@ export interface DaemonConfig {
   readonly recent_events_limit: number;
   readonly recent_metrics_limit: number;
   readonly exit_with_parent: boolean;
+  readonly exit_drain_seconds: number;
   readonly upstream_heartbeat_seconds: number;
   readonly log_level: LogLevel;
 }
@@ -320,7 +321,9 @@ const KEY_TABLE = [
   { name: 'recent_metrics_limit', type: int(0, 10000), default: 100,
     description: 'recent metrics kept per session' },
   { name: 'exit_with_parent', type: bool(), default: false,
-    description: "exit when the daemon's parent process exits (also implied when started via DATACAT_CONFIG)" },
+    description: "exit when the process that started the daemon exits, after marking its active sessions crashed (implied when started through DATACAT_CONFIG, as DataCat clients do)" },
+  { name: 'exit_drain_seconds', type: int(0), default: 10,
+    description: 'when the daemon exits with its parent: how long it may keep syncing queued ops first (0 = exit once persisted)' },
   { name: 'upstream_heartbeat_seconds', type: positiveNumber(), default: 30,
     description: 'how often upstream heartbeats are sent for live sessions while online' },
   { name: 'log_level', type: oneOf(['debug', 'info', 'warn', 'error', 'silent']), default: 'info',

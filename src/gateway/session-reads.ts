@@ -23,10 +23,10 @@ export class SessionReads {
     const sn = this.directory.resolve(id);
     if (sn === undefined) return null;
     await this.rounds.persist(sn, Date.now());
-    const [core, state, activity] = await this.db.getMany(snapshotKeys(sn));
+    const [core, ...parts] = await this.db.getMany(snapshotKeys(sn));
     const ids = this.directory.ids(sn);
     if (!core || !ids) return null;
-    return renderSession(decodeSnapshot(core, state, activity), ids, id, this.isPending(sn));
+    return renderSession(decodeSnapshot(core, ...parts), ids, id, this.isPending(sn));
   }
 
   async list(): Promise<SessionView[]> {
@@ -36,8 +36,8 @@ export class SessionReads {
       const sn = parseSnapshotKey(key);
       const ids = this.directory.ids(sn);
       if (!ids) continue;
-      const [, state, activity] = await this.db.getMany(snapshotKeys(sn));
-      out.push(renderSession(decodeSnapshot(core, state, activity), ids, null, this.isPending(sn)));
+      const [, ...parts] = await this.db.getMany(snapshotKeys(sn));
+      out.push(renderSession(decodeSnapshot(core, ...parts), ids, null, this.isPending(sn)));
     }
     return out;
   }

@@ -14,6 +14,7 @@
  *   d!<seq>                 dead letter (one op)
  *   s!<sn>                  session snapshot: core (status, times, ids; written when it changes)
  *   t!<sn>                  session snapshot: merged state (written when the state changes)
+ *   g!<sn>                  session snapshot: counter and histogram aggregates (written when they change)
  *   r!<sn>                  session snapshot: activity, i.e. updated_at and the recent events and metrics (written lazily)
  *   a!<sn>                  present while the session is active (startup re-activates these)
  *   i!<id>                  session id (local or server) → sn
@@ -50,6 +51,7 @@ export const parseDeadKey = (key: string): number => parseInt(key.slice(2), 16);
 
 export const snapshotKey = (sn: number): string => `s!${hex(sn, SN_WIDTH)}`;
 export const stateKey = (sn: number): string => `t!${hex(sn, SN_WIDTH)}`;
+export const aggregatesKey = (sn: number): string => `g!${hex(sn, SN_WIDTH)}`;
 export const activityKey = (sn: number): string => `r!${hex(sn, SN_WIDTH)}`;
 export const ALL_SNAPSHOTS = { gt: 's!', lt: 's!~' };
 export const parseSnapshotKey = (key: string): number => parseInt(key.slice(2), 16);

@@ -43,6 +43,27 @@ export default function host(task: HostTask): Promise<void> {
   });
 }
 
+/**
+ * Whether a process exists (signal 0: EPERM means it exists but is not ours), remembered for one
+ * tick: many sessions usually share one parent, and one syscall per pid per second is enough.
+ */
+function processProbe(): (pid: number) => boolean {
+  const seen = new Map<number, boolean>();
+  return (pid) => {
+    let alive = seen.get(pid);
+    if (alive === undefined) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+      seen.set(pid, alive);
+    }
+    return alive;
+  };
+}
+
 /** The actors of one worker and the turn loop that runs a round through them. */
 class ActorRegistry {
   private readonly actors = new Map<number, SessionActor>();
@@ -54,7 +75,8 @@ class ActorRegistry {
   }
 
   runRound(req: RoundRequest): RoundReply {
-    for (const [sn, core, state, activity] of req.activate) this.actors.set(sn, new SessionActor(decodeSnapshot(core, state, activity), this.settings));
+    for (const [sn, core, state, aggregates, activity] of req.activate)
+      this.actors.set(sn, new SessionActor(decodeSnapshot(core, state, aggregates, activity), this.settings));
     const touched = new Set<SessionActor>();
     /** Actors that must persist their activity in this round (a read is waiting). */
     const flushed = new Set<SessionActor>();
@@ -79,13 +101,20 @@ class ActorRegistry {
         touched.add(actor);
         if (kind === 'batch') this.runBatch(actor, body as BatchBody, rt, index, errors);
         else if (kind === 'persist') flushed.add(actor);
+        else if (kind === 'parent_exited') actor.parentExited(rt, ...(body as [number, number]));
         else actor.apply(kind as ActorOpKind, body as never, rt);
       } catch (err) {
         if (err instanceof ProtocolError) errors.push([index, err.code, err.message]);
         else errors.push([index, 'internal', err instanceof Error ? err.message : String(err)]);
       }
     });
-    if (req.tick) for (const actor of this.actors.values()) touched.add(actor);
+    if (req.tick) {
+      const alive = processProbe();
+      for (const actor of this.actors.values()) {
+        actor.tick(req.now, alive);
+        touched.add(actor);
+      }
+    }
     const reply: RoundReply = { r: req.r, chunks: [], puts: [], active: [], errors };
     for (const actor of touched) this.endTurn(actor, req.now, flushed.has(actor) || req.tick === 'all' ? 'all' : 'due', reply);
     for (const sn of req.passivate) {
@@ -103,7 +132,7 @@ class ActorRegistry {
     const s = actor.snapshot;
     if (ops.length > 0) reply.chunks.push([s.sn, countOps(ops), encodeChunk(ops)]);
     for (const part of parts) reply.puts.push([SNAPSHOT_KEYS[part](s.sn), encodePart(s, part)]);
-    if (parts.includes('core')) reply.active.push([s.sn, s.active]);
+    if (parts.includes('core')) reply.active.push([s.sn, s.active, s.hung]);
   }
 
   /**

@@ -12,7 +12,8 @@ import type { Limits } from '../protocol/limits.js';
 /**
  * [session number, op kind, receive time ms, body]: a validated body, a RegisterInput for
  * `register`, for kind `batch` a BatchBody (ops the worker decodes and validates itself), and
- * for kind `persist` nothing (persist the session's activity now: a read is waiting).
+ * for kind `persist` nothing (persist the session's activity now: a read is waiting), and for
+ * kind `parent_exited` [daemon pid, parent pid] (the application that started the daemon exited).
  * Ops and batches share one list so a session's items keep their submission order.
  */
 export type WorkerOp = [sn: number, kind: string, rt: number, body: unknown];
@@ -25,8 +26,8 @@ export interface RoundRequest {
   r: number;
   /** The main thread's clock for this round (workers take no time of their own: one clock). */
   now: number;
-  /** Sessions to load into this worker before the ops run: [sn, core, state?, activity?] (snapshot parts). */
-  activate: Array<[sn: number, core: Uint8Array, state: Uint8Array | undefined, activity: Uint8Array | undefined]>;
+  /** Sessions to load into this worker before the ops run: [sn, core, state?, aggregates?, activity?] (snapshot parts). */
+  activate: Array<[sn: number, core: Uint8Array, state: Uint8Array | undefined, aggregates: Uint8Array | undefined, activity: Uint8Array | undefined]>;
   /**
    * Periodic duties over every actor of the worker: `due` persists activity that is due;
    * `all` persists everything not yet persisted (shutdown).
@@ -45,8 +46,8 @@ export interface RoundReply {
   chunks: Array<[sn: number, count: number, bytes: Uint8Array]>;
   /** Snapshot parts to write, by key (see SnapshotPart). */
   puts: Array<[key: string, bytes: Uint8Array]>;
-  /** Whether each session whose core was written is active (not ended or crashed) after the round. */
-  active: Array<[sn: number, active: boolean]>;
+  /** Status of each session whose core was written: active (not ended or crashed), hung. */
+  active: Array<[sn: number, active: boolean, hung: boolean]>;
   /**
    * Ops that failed, by index in the request's ops: [index, code, message], plus for a batch the
    * index of the op inside it. Everything not listed succeeded.

@@ -163,12 +163,15 @@ export async function spawnDaemon(
   return child;
 }
 
-/** Polls until `pred` holds (or throws after `timeoutMs` with `what`). */
-export async function until(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+/** Polls until `pred` holds (or throws after `timeoutMs` with `what`, and `diagnose()` if given). */
+export async function until(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, diagnose?: () => unknown): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await pred()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      const extra = diagnose ? `; ${JSON.stringify(await diagnose())}` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${extra}`);
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
 }
