@@ -1,61 +1,61 @@
-import { loadConfig, ConfigError } from './config/index.js';
-import { Daemon } from './daemon.js';
-import { createLogger } from './logger.js';
-
 /**
- * `datacat-daemon [flags]` starts the daemon (CONTRACT §1). Every failure to start is one clear
- * line on stderr and a non-zero exit: 2 for configuration, 1 for anything else.
+ * The `datacat-daemon` command. With no command (or flags first) it starts the daemon, exactly as
+ * CONTRACT §1 and DataCat's clients expect; `status`, `queue`, `flush` and `replay` talk to a
+ * running daemon over its HTTP API.
  */
+import { CONFIG_FLAGS_HELP, runAdminCommand, type AdminCommand } from './commands/admin.js';
+import { flush } from './commands/flush.js';
+import { queue } from './commands/queue.js';
+import { replay } from './commands/replay.js';
+import { status } from './commands/status.js';
+
+const COMMANDS = new Map<string, AdminCommand>([status, queue, flush, replay].map((c) => [c.name, c]));
+
+const USAGE = `Usage: datacat-daemon [config flags]                      start the daemon
+       datacat-daemon <command> [flags] [config flags]    talk to a running daemon
+       datacat-daemon help [command]                      this text, or a command's
+
+Commands:
+${[...COMMANDS.values()].map((c) => `  ${c.name.padEnd(8)} ${c.summary}`).join('\n')}
+
+${CONFIG_FLAGS_HELP}
+
+Exit codes: 0 success; 1 the daemon cannot be reached or answered an error; 2 bad usage or a
+bad configuration value.`;
+
+const isHelpFlag = (arg: string | undefined): boolean => arg === '--help' || arg === '-h';
+
 async function main(argv: string[]): Promise<void> {
-  let loaded;
-  try {
-    loaded = loadConfig({ argv, env: process.env, cwd: process.cwd() });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`datacat-daemon: ${err.message}\n`);
-      process.exit(2);
+  const [first, ...rest] = argv;
+  const command = first === undefined ? undefined : COMMANDS.get(first);
+  // exitCode rather than exit(): stdout may be a pipe, and exit() could cut the output short.
+  if (command) {
+    process.exitCode = await runAdminCommand(command, rest);
+  } else if (first === 'help' || isHelpFlag(first)) {
+    const topic = rest[0] === undefined ? undefined : COMMANDS.get(rest[0]);
+    if (topic) {
+      process.exitCode = await runAdminCommand(topic, ['--help']);
+    } else if (rest[0] === undefined) {
+      process.stdout.write(`${USAGE}\n`);
+    } else {
+      process.stderr.write(`datacat-daemon: no command "${rest[0]}"\n\n${USAGE}\n`);
+      process.exitCode = 2;
     }
-    throw err;
+  } else if (argv.some(isHelpFlag)) {
+    // `datacat-daemon --port 8080 --help`: the operator wants this text, not a daemon.
+    process.stdout.write(`${USAGE}\n`);
+  } else if (first !== undefined && !first.startsWith('-')) {
+    // The daemon takes no positional arguments (DataCat clients start it with flags or none):
+    // a word here is a mistyped command, and must not start a daemon.
+    process.stderr.write(`datacat-daemon: no command "${first.slice(0, 64)}"\n\n${USAGE}\n`);
+    process.exitCode = 2;
+  } else {
+    // Anything else starts the daemon, as before commands existed: DataCat clients spawn it with
+    // flags or none. Imported lazily: the daemon pulls in LevelDB, the worker pool and the
+    // logger, which the commands do not need.
+    const { start } = await import('./commands/start.js');
+    await start(argv);
   }
-  const { config, warnings, configFile } = loaded;
-  const logger = createLogger(config.log_level);
-  for (const w of warnings) logger.warn(w);
-
-  // Per-application mode: started by a DataCat client (DATACAT_CONFIG), or exit_with_parent.
-  const perApplication = Boolean(process.env['DATACAT_CONFIG']) || config.exit_with_parent;
-  const onParentExit = (err?: unknown): void => {
-    if (err) logger.error({ err }, 'error while stopping after the parent exited');
-    process.exit(err ? 1 : 0);
-  };
-  let daemon: Daemon;
-  try {
-    daemon = await Daemon.start(config, { logger, ...(perApplication ? { watchParent: { onExit: onParentExit } } : {}) });
-  } catch (err) {
-    process.stderr.write(`datacat-daemon: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  }
-  if (configFile) logger.info({ config_file: configFile }, 'configuration read');
-
-
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) {
-      process.exit(1); // a second signal: the operator insists
-    }
-    stopping = true;
-    logger.info({ signal }, 'stopping: persisting accepted ops');
-    // Everything accepted is already durable; this bound only guards against a stuck close.
-    setTimeout(() => process.exit(0), 10_000).unref();
-    daemon.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        logger.error({ err }, 'error while stopping');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 void main(process.argv.slice(2));

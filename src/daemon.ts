@@ -3,17 +3,22 @@ import { openStore, type Db } from './outbox/store.js';
 import { ALL_ACTIVE, COUNTERS, parseActiveKey } from './outbox/keys.js';
 import { decodeCounters } from './outbox/counters.js';
 import { CommitQueue } from './outbox/commit-queue.js';
-import { limitsFrom, type Limits } from './protocol/limits.js';
+import { QueueLimit } from './outbox/queue-limit.js';
+import { QueueInspector, type QueueItem, type QueueQuery } from './outbox/queue-inspector.js';
+import { Reclaimer } from './outbox/reclaimer.js';
+import { limitsFrom } from './protocol/limits.js';
 import { ActorPool } from './workers/actor-pool.js';
 import { Directory } from './actors/directory.js';
 import { RoundCoordinator } from './actors/round-coordinator.js';
 import type { SyncActor } from './actors/sync-actor.js';
 import { Ingest } from './gateway/ingest.js';
 import { SessionReads } from './gateway/session-reads.js';
-import { HttpGateway } from './gateway/http-server.js';
+import { HttpGateway, TextAnswer } from './gateway/http-server.js';
 import { buildRoutes } from './gateway/http-routes.js';
 import { AuthCheck } from './gateway/auth.js';
 import { ClientMarks } from './gateway/client-marks.js';
+import type { DaemonMetrics } from './gateway/metrics.js';
+import type { Overload } from './gateway/ws-connection.js';
 import { WsGateway } from './gateway/ws-gateway.js';
 import { hostIdentity } from './host-identity.js';
 import { silentLogger, type Logger } from './logger.js';
@@ -25,56 +30,85 @@ export interface DaemonOptions {
   /**
    * Per-application mode (a DataCat client started the daemon through DATACAT_CONFIG, or
    * exit_with_parent): watch the parent process, and when it exits mark every active session
-   * crashed, persist, and call `onParentExit`.
+   * crashed, persist, and call `onExit`.
    */
   watchParent?: { onExit: (err?: unknown) => void };
   /** Tests wrap the store to inject write failures. */
   wrapDb?: (db: Db) => Db;
 }
 
+/** The components of a running daemon, built by `Daemon.start` in dependency order. */
+interface Parts {
+  db: Db;
+  commits: CommitQueue;
+  directory: Directory;
+  pool: ActorPool;
+  rounds: RoundCoordinator;
+  ingest: Ingest;
+  limit: QueueLimit;
+  reclaimer: Reclaimer;
+  http: HttpGateway;
+  ws: WsGateway;
+  port: number;
+}
+
+/** Seconds of history behind the ops/s rates in /health. */
+const RATE_WINDOW = 10;
+
 /**
  * A running daemon: one LevelDB store, one actor pool, one round coordinator, one sync actor,
- * one port. `startDaemon` wires them in dependency order and is what the CLI and the tests use.
+ * one port. `Daemon.start` wires them in dependency order; the CLI and the tests use it.
+ *
+ * The sync actor (with the upstream client, undici) and /metrics (prom-client) are loaded after
+ * the port is open: together they take ~130 ms to import, and DataCat clients may talk to the
+ * daemon as soon as it listens.
  */
 export class Daemon {
   sync: SyncActor | null = null;
+  metrics: DaemonMetrics | null = null;
   private closing: Promise<void> | null = null;
   private readonly ticker: NodeJS.Timeout;
-  private readonly syncReady: Promise<void>;
+  private readonly background: Promise<void>;
+  /** Ops accepted and delivered, sampled once a second for /health's rates. */
+  private readonly samples: Array<[accepted: number, sent: number]> = [];
+
+  readonly db: Db;
+  readonly commits: CommitQueue;
+  readonly directory: Directory;
+  readonly pool: ActorPool;
+  readonly rounds: RoundCoordinator;
+  readonly ingest: Ingest;
+  readonly http: HttpGateway;
+  readonly ws: WsGateway;
+  readonly port: number;
+  private readonly inspector: QueueInspector;
+  private readonly reclaimer: Reclaimer;
 
   private constructor(
     readonly config: DaemonConfig,
-    readonly db: Db,
-    readonly commits: CommitQueue,
-    readonly directory: Directory,
-    readonly pool: ActorPool,
-    readonly rounds: RoundCoordinator,
-    readonly ingest: Ingest,
-    readonly http: HttpGateway,
-    readonly ws: WsGateway,
-    readonly port: number,
-    readonly limits: Limits,
     private readonly logger: Logger,
-    private readonly startedSync: () => Promise<void>,
+    parts: Parts,
   ) {
-    this.syncReady = this.startedSync();
-    // Once a second: the actors' periodic duties (persisting activity that is due), and
-    // ended sessions idle for session_idle_seconds leave worker memory (active ones stay: their
-    // actors watch heartbeats).
+    ({ db: this.db, commits: this.commits, directory: this.directory, pool: this.pool, rounds: this.rounds, ingest: this.ingest, http: this.http, ws: this.ws, port: this.port, reclaimer: this.reclaimer } = parts);
+    this.inspector = new QueueInspector(this.db, this.commits, this.directory, (sn) => this.sync?.headInfo(sn) ?? null);
+    this.background = this.startBackground(parts);
+    // Once a second: the actors' periodic duties (persisting activity that is due, heartbeat and
+    // parent checks, aggregates), ended sessions idle for session_idle_seconds leave worker
+    // memory (active ones stay: their actors watch heartbeats), and the rates are sampled.
     this.ticker = setInterval(() => {
-      void this.rounds.tick('due').catch(() => undefined); // a failed round is retried by the next tick
+      void this.rounds.tick('due').catch(() => undefined); // a failed round: the next tick retries
       this.rounds.passivateIdle(config.session_idle_seconds * 1000);
+      this.samples.push([this.rounds.opsCommitted, this.sync?.stats.sent ?? 0]);
+      if (this.samples.length > RATE_WINDOW + 1) this.samples.shift();
     }, 1000);
     this.ticker.unref();
   }
-
 
   static async start(config: DaemonConfig, options: DaemonOptions = {}): Promise<Daemon> {
     const logger = options.logger ?? silentLogger;
     const rawDb = await openStore(config.data_dir);
     const db = options.wrapDb ? options.wrapDb(rawDb) : rawDb;
-    const counters = decodeCounters(await db.get(COUNTERS));
-    const commits = new CommitQueue(db, counters, { sync: config.durability === 'fsync' });
+    const commits = new CommitQueue(db, decodeCounters(await db.get(COUNTERS)), { sync: config.durability === 'fsync' });
     const directory = await Directory.load(db);
     const active: number[] = [];
     for await (const key of db.keys(ALL_ACTIVE)) active.push(parseActiveKey(key));
@@ -88,73 +122,47 @@ export class Daemon {
       limits,
     });
     const rounds = new RoundCoordinator(pool, commits, db, active);
-    const identity = hostIdentity();
-    let sync: SyncActor | null = null;
-    const ingest = new Ingest(rounds, directory, commits, { register_timeout_ms: config.register_timeout_ms, ...identity }, () =>
-      sync ? (body, timeoutMs) => sync!.createNow(body, timeoutMs) : null,
-    );
-    const reads = new SessionReads(db, directory, rounds, (sn) => sync?.hasPending(sn) ?? true);
-    // Filled in below; the routes call through it so /health works before the sync actor exists.
+    const limit = new QueueLimit(config.queue_max_bytes, config.overflow, commits);
+    // Until the sync actor is loaded (a few ms after listening), /register answers local ids.
     let daemon: Daemon | null = null;
+    const ingest = new Ingest(
+      rounds,
+      directory,
+      commits,
+      { register_timeout_ms: config.register_timeout_ms, ...hostIdentity() },
+      () => (daemon?.sync ? (body, timeoutMs) => daemon!.sync!.createNow(body, timeoutMs) : null),
+      limit,
+      () => daemon?.sync?.makeRoom(limit),
+    );
+    const reads = new SessionReads(db, directory, rounds, (sn) => daemon?.sync?.hasPending(sn) ?? true);
     const routes = buildRoutes({
       ingest,
       reads,
       limits,
       health: () => daemon!.health(),
       flush: (wait) => daemon!.flush(wait),
+      queue: (q) => daemon!.queue(q),
+      replay: () => daemon!.replay(),
+      metrics: () => daemon!.renderMetrics(),
     });
     const auth = new AuthCheck(config.auth_token);
-    const http = new HttpGateway({
-      host: config.host,
-      port: config.daemon_port,
-      max_body_bytes: config.max_body_bytes,
-      auth,
-      routes,
-      retryAfterSeconds: () => 1,
-    });
-    const overloaded = (): boolean => commits.pendingBytes > config.max_pending_bytes;
-    const ws = new WsGateway({
-      server: http.server,
-      auth,
-      marks: new ClientMarks(db),
-      ingest,
-      reads,
-      limits,
-      maxInflightOps: config.ws_max_inflight_ops,
-      overloaded,
-      version: VERSION,
-    });
-    // Sockets paused for a write backlog read again once it is below its bound.
-    let wasOverloaded = false;
+    const http = new HttpGateway({ host: config.host, port: config.daemon_port, max_body_bytes: config.max_body_bytes, auth, routes, retryAfterSeconds: () => 1 });
+    // Why WebSocket connections stop being read: too much waiting for LevelDB, or (overflow
+    // block) a full outbox, which clients are told about.
+    const overloaded = (): Overload =>
+      commits.pendingBytes > config.max_pending_bytes ? 'pending_writes' : limit.policy === 'block' && limit.full ? 'queue_full' : null;
+    const ws = new WsGateway({ server: http.server, auth, marks: new ClientMarks(db), ingest, reads, limits, maxInflightOps: config.ws_max_inflight_ops, overloaded, version: VERSION });
+    // Paused sockets read again once the backlog or the outbox is below its bound (the sync
+    // actor's consumption is written through the same queue, so this sees it).
+    let lastOverload: Overload = null;
     commits.on('written', () => {
       const now = overloaded();
-      if (now !== wasOverloaded) ws.updateFlow();
-      wasOverloaded = now;
+      if (now !== lastOverload) ws.updateFlow();
+      lastOverload = now;
     });
-    const address = await http.listen();
-
-    // The upstream client (undici) is loaded after the port is open: it alone takes ~70 ms to
-    // import, and DataCat clients may talk to the daemon as soon as it listens.
-    const startSync = async (): Promise<void> => {
-      const [{ UpstreamClient }, { SyncActor }] = await Promise.all([import('./upstream/upstream-client.js'), import('./actors/sync-actor.js')]);
-      const upstream = new UpstreamClient(config);
-      sync = new SyncActor(db, commits, directory, upstream, config, (sn, localId, serverId) => {
-        rounds.broadcastRemap(sn, serverId);
-        if (localId) ws.broadcastRemap(localId, serverId);
-        logger.debug({ local_id: localId, server_id: serverId }, 'session remapped');
-      });
-      daemon!.sync = sync;
-      sync.startHeartbeats(config.upstream_heartbeat_seconds * 1000, function* live() {
-        for (const sn of rounds.activeSessions) if (!rounds.hungSessions.has(sn)) yield sn;
-      });
-      rounds.afterCommit = (sns) => {
-        const now = Date.now();
-        for (const sn of sns) sync!.notify(sn, now);
-      };
-      await sync.start();
-    };
-    daemon = new Daemon(config, db, commits, directory, pool, rounds, ingest, http, ws, address.port, limits, logger, startSync);
-    logger.info({ port: address.port, host: config.host, data_dir: config.data_dir, server_url: config.server_url }, 'datacat daemon listening');
+    const { port } = await http.listen();
+    daemon = new Daemon(config, logger, { db, commits, directory, pool, rounds, ingest, limit, reclaimer: new Reclaimer(db), http, ws, port });
+    logger.info({ port, host: config.host, data_dir: config.data_dir, server_url: config.server_url }, 'datacat daemon listening');
     if (options.watchParent) {
       const { onExit } = options.watchParent;
       const started = daemon;
@@ -164,14 +172,64 @@ export class Daemon {
     return daemon;
   }
 
-  /** Resolves once the sync actor runs (the upstream client is loaded lazily after listen). */
-  ready(): Promise<void> {
-    return this.syncReady;
+  /** Loads and starts what the first /health does not need: the sync actor and the metrics. */
+  private async startBackground({ db, commits, directory, rounds, ws, reclaimer }: Parts): Promise<void> {
+    const [{ UpstreamClient }, { SyncActor }, { DaemonMetrics }] = await Promise.all([
+      import('./upstream/upstream-client.js'),
+      import('./actors/sync-actor.js'),
+      import('./gateway/metrics.js'),
+    ]);
+    const upstream = new UpstreamClient(this.config);
+    const sync = new SyncActor(
+      db,
+      commits,
+      directory,
+      upstream,
+      this.config,
+      (sn, localId, serverId) => {
+        rounds.broadcastRemap(sn, serverId);
+        if (localId) ws.broadcastRemap(localId, serverId);
+        this.logger.debug({ local_id: localId, server_id: serverId }, 'session remapped');
+      },
+      reclaimer,
+    );
+    this.sync = sync;
+    const metrics = new DaemonMetrics({
+      counters: () => commits.counters,
+      oldestQueued: () => sync.queueInfo().oldestT,
+      acceptedByKind: () => rounds.acceptedByKind,
+      sentByKind: () => sync.stats.sentByKind,
+      retriedByKind: () => sync.stats.retriedByKind,
+      inDoubt: () => sync.stats.inDoubt,
+      sessions: () => ({ active: rounds.activeSessions.size, hung: rounds.hungSessions.size, known: directory.size }),
+      workers: () => ({ size: this.pool.size, alive: this.pool.alive, restarts: this.pool.restarts }),
+      upstreamOnline: () => sync.link.online,
+    });
+    this.metrics = metrics;
+    rounds.onAck = (seconds) => metrics.ackLatency.observe(seconds);
+    upstream.onRequest = (seconds, outcome) => metrics.upstreamLatency.observe({ outcome }, seconds);
+    sync.startHeartbeats(this.config.upstream_heartbeat_seconds * 1000, function* live() {
+      for (const sn of rounds.activeSessions) if (!rounds.hungSessions.has(sn)) yield sn;
+    });
+    rounds.afterCommit = (sns) => {
+      const now = Date.now();
+      for (const sn of sns) sync.notify(sn, now);
+    };
+    await sync.start();
   }
 
+  /** Resolves once the sync actor runs (it is loaded after the daemon listens). */
+  ready(): Promise<void> {
+    return this.background;
+  }
+
+  /** CONTRACT §4, plus sessions by status, ops/s in and out, and the outbox's pending sessions. */
   health(): Record<string, unknown> {
     const c = this.commits.counters;
     const queue = this.sync?.queueInfo();
+    const [first, last] = [this.samples[0], this.samples[this.samples.length - 1]];
+    const span = this.samples.length - 1;
+    const rate = (i: 0 | 1): number => (first && last && span > 0 ? Math.round((last[i] - first[i]) / span) : 0);
     return {
       status: 'ok',
       pid: process.pid,
@@ -184,11 +242,19 @@ export class Daemon {
         oldest_age_ms: queue?.oldestT != null ? Math.max(0, Date.now() - queue.oldestT) : 0,
         dead_letters: c.dead,
         dropped: c.dropped,
+        dropped_by_reason: { drop_newest: c.dropped_newest, drop_oldest: c.dropped_oldest },
+        max_bytes: this.config.queue_max_bytes,
+        overflow: this.config.overflow,
         sessions_pending: queue?.sessions ?? 0,
       },
       workers: { size: this.pool.size, alive: this.pool.alive, restarts: this.pool.restarts },
       remaps: c.remaps,
-      sessions_known: this.directory.size,
+      sessions_by_status: {
+        active: this.rounds.activeSessions.size,
+        hung: this.rounds.hungSessions.size,
+        inactive: this.directory.size - this.rounds.activeSessions.size,
+      },
+      rates: { ops_in_per_sec: rate(0), ops_out_per_sec: rate(1) },
     };
   }
 
@@ -203,7 +269,7 @@ export class Daemon {
     const sessions = [...this.rounds.activeSessions];
     this.logger.warn({ parent_pid: parentPid, sessions: sessions.length }, 'the application that started the daemon exited: marking its sessions crashed');
     if (sessions.length > 0) await this.rounds.submit(sessions.map((sn) => ({ sn, kind: 'parent_exited', rt, body: [process.pid, parentPid] }))).catch(() => undefined);
-    await this.syncReady.catch(() => undefined);
+    await this.background.catch(() => undefined);
     if (this.sync && this.config.exit_drain_seconds > 0 && this.sync.link.state !== 'down') {
       this.sync.flush();
       await this.sync.waitDrained(this.config.exit_drain_seconds * 1000);
@@ -212,10 +278,28 @@ export class Daemon {
   }
 
   async flush(wait: boolean): Promise<{ depth: number }> {
-    await this.syncReady;
+    await this.background;
     this.sync!.flush();
     if (wait) await this.sync!.waitDrained(30_000);
     return { depth: this.commits.counters.depth };
+  }
+
+  queue(q: QueueQuery): Promise<{ items: QueueItem[]; total: number } | null> {
+    return this.inspector.list(q);
+  }
+
+  /** POST /queue/replay: dead letters back into their sessions' queues, then sent as usual. */
+  async replay(): Promise<number> {
+    await this.background;
+    const { replayed, sessions } = await this.inspector.replay();
+    for (const sn of sessions) this.sync!.rewind(sn);
+    return replayed;
+  }
+
+  async renderMetrics(): Promise<TextAnswer> {
+    await this.background;
+    const { contentType, text } = await this.metrics!.render();
+    return new TextAnswer(contentType, text);
   }
 
   /** SIGTERM: stop accepting, persist what was accepted, stop syncing, close the store. */
@@ -227,9 +311,10 @@ export class Daemon {
       await this.rounds.drain();
       // What actors keep lazily (their activity) is persisted before the workers stop.
       await this.rounds.tick('all').catch(() => undefined);
-      await this.syncReady.catch(() => undefined);
+      await this.background.catch(() => undefined);
       await this.sync?.close();
       await this.commits.idle();
+      await this.reclaimer.idle();
       await this.pool.close();
       await this.db.close();
       // Sockets still open (busy keep-alive clients) are cut once everything is persisted.

@@ -57,3 +57,9 @@ t.test('a store another daemon holds gives one clear error naming the data dir',
   t.equal(res.stderr.trim().split('\n').length, 1, 'one line');
   await first.kill('SIGTERM');
 });
+
+t.test('a mistyped command is a usage error, not a daemon', async (t) => {
+  const res = await run(['stauts']);
+  t.equal(res.code, 2);
+  t.match(res.stderr, /no command "stauts"/);
+});

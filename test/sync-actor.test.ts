@@ -5,6 +5,7 @@ import { decodeCounters } from '../dist/src/outbox/counters.js';
 import { encodeChunk, type UpstreamOp } from '../dist/src/outbox/chunk.js';
 import { Directory } from '../dist/src/actors/directory.js';
 import { SyncActor } from '../dist/src/actors/sync-actor.js';
+import { Reclaimer } from '../dist/src/outbox/reclaimer.js';
 import { UpstreamClient } from '../dist/src/upstream/upstream-client.js';
 import { startFakeUpstream, type FakeUpstream } from './support/fake-upstream.js';
 import { startTestDaemon, until } from './support/daemon-harness.js';
@@ -16,7 +17,7 @@ async function rig(t: Tap.Test, upstream: FakeUpstream) {
   const directory = new Directory();
   const settings = { server_url: upstream.url, retry_base_ms: 40, retry_max_ms: 200, sync_concurrency: 4, max_batch_size: 100 };
   const client = new UpstreamClient({ ...settings, api_key: null, enable_compression: false, tls_insecure_skip_verify: false, upstream_timeout_ms: 2000 });
-  const sync = new SyncActor(db, commits, directory, client, settings, () => undefined);
+  const sync = new SyncActor(db, commits, directory, client, settings, () => undefined, new Reclaimer(db));
   t.teardown(async () => {
     await sync.close();
     await db.close();

@@ -1,5 +1,6 @@
 import type { Db } from '../outbox/store.js';
 import type { CommitQueue, WriteSet, Chunk } from '../outbox/commit-queue.js';
+import type { CounterDeltas } from '../outbox/counters.js';
 import { activeKey } from '../outbox/keys.js';
 import { SNAPSHOT_PARTS, snapshotKeys } from './session-snapshot.js';
 import type { ActivityFlush } from './session-actor.js';
@@ -33,8 +34,12 @@ interface Entry {
   ops: RoutedOp[];
   /** Extra writes that must land atomically with these ops (ids of a new session, a client's high-water mark). */
   puts: Array<[string, Uint8Array]> | undefined;
+  /** Counter changes that must land with them (drops counted on arrival). */
+  deltas?: CounterDeltas;
   resolve: (result: { outcomes: OpOutcome[]; batchErrors: BatchErrors }) => void;
   reject: (err: Error) => void;
+  /** When it was submitted (performance.now()), for the ack latency. */
+  at: number;
 }
 
 interface Round {
@@ -95,6 +100,10 @@ export class RoundCoordinator {
   private lastDurableRound = 0;
   /** Told which sessions got new outbox chunks, once they are durable (the sync actor listens). */
   afterCommit: ((sessions: number[]) => void) | null = null;
+  /** Told, per submission, how long it took from submit to durable (seconds): the ack latency. */
+  onAck: ((seconds: number) => void) | null = null;
+  /** Ops made durable since start, by kind. */
+  readonly acceptedByKind = new Map<string, number>();
   roundsCommitted = 0;
   opsCommitted = 0;
   failures = 0;
@@ -116,8 +125,8 @@ export class RoundCoordinator {
    * outcome per op once the round is durable; rejects (ProtocolError 'unavailable') when the round
    * could not be made durable, in which case none of its ops is.
    */
-  submit(ops: RoutedOp[], puts?: Array<[string, Uint8Array]>): Promise<OpOutcome[]> {
-    return this.enqueue(ops, puts).then((r) => r.outcomes);
+  submit(ops: RoutedOp[], puts?: Array<[string, Uint8Array]>, deltas?: CounterDeltas): Promise<OpOutcome[]> {
+    return this.enqueue(ops, puts, deltas).then((r) => r.outcomes);
   }
 
   /** Queues a batch the same way; resolves with the ops of it that were refused. */
@@ -125,9 +134,9 @@ export class RoundCoordinator {
     return this.enqueue([{ sn: batch.sn, kind: 'batch', rt: batch.rt, body: batch.body }], puts).then((r) => r.batchErrors);
   }
 
-  private enqueue(ops: RoutedOp[], puts: Array<[string, Uint8Array]> | undefined): Promise<{ outcomes: OpOutcome[]; batchErrors: BatchErrors }> {
+  private enqueue(ops: RoutedOp[], puts: Array<[string, Uint8Array]> | undefined, deltas?: CounterDeltas): Promise<{ outcomes: OpOutcome[]; batchErrors: BatchErrors }> {
     return new Promise((resolve, reject) => {
-      this.open.push({ ops, puts, resolve, reject });
+      this.open.push({ ops, puts, deltas, resolve, reject, at: performance.now() });
       this.scheduleFlush();
     });
   }
@@ -303,10 +312,16 @@ export class RoundCoordinator {
     }
     // Writes of entries whose ops all failed validation in the worker are still harmless: they
     // are ids and high-water marks, which the submitter decided independently of the outcome.
-    for (const entry of round.entries) if (entry.puts) puts.push(...entry.puts);
-    const ws: WriteSet = { chunks, puts, dels };
+    const deltas: CounterDeltas = {};
+    for (const entry of round.entries) {
+      if (entry.puts) puts.push(...entry.puts);
+      if (entry.deltas) addDeltas(deltas, entry.deltas);
+    }
+    const dropped = replies.reduce((n, r) => n + r.dropped, 0);
+    if (dropped > 0) addDeltas(deltas, { dropped, dropped_newest: dropped });
+    const ws: WriteSet = { chunks, puts, dels, deltas };
     // A round that changed nothing (an idle tick, a read with nothing to persist) writes nothing.
-    const empty = chunks.length === 0 && puts.length === 0 && dels.length === 0;
+    const empty = chunks.length === 0 && puts.length === 0 && dels.length === 0 && Object.keys(deltas).length === 0;
     const commit = empty ? Promise.resolve() : this.commits.submit(ws);
     return { commit, refs: sent.map((s) => s.refs), replies, activeChanges };
   }
@@ -327,8 +342,11 @@ export class RoundCoordinator {
         else outcomes[e]![o] = { code, message };
       }
     });
+    for (const reply of replies) for (const [kind, n] of Object.entries(reply.applied)) this.acceptedByKind.set(kind, (this.acceptedByKind.get(kind) ?? 0) + n);
+    const now = performance.now();
     for (let e = 0; e < round.entries.length; e++) {
       const entry = round.entries[e]!;
+      if (this.onAck && entry.ops.length > 0) this.onAck((now - entry.at) / 1000);
       for (const op of entry.ops) this.opsCommitted += op.kind === 'batch' ? (op.body as BatchBody)[2] - (op.body as BatchBody)[1] : 1;
       entry.resolve({ outcomes: outcomes[e]!, batchErrors: batchErrors[e]! });
     }
@@ -384,6 +402,10 @@ const EMPTY = new Uint8Array(0);
 
 function unavailable(message: string): ProtocolError {
   return new ProtocolError('unavailable', message);
+}
+
+function addDeltas(into: CounterDeltas, from: CounterDeltas): void {
+  for (const [k, v] of Object.entries(from) as Array<[keyof CounterDeltas, number]>) into[k] = (into[k] ?? 0) + v;
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {

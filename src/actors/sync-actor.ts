@@ -2,10 +2,12 @@ import type { Db } from '../outbox/store.js';
 import type { CommitQueue, WriteSet } from '../outbox/commit-queue.js';
 import type { CounterDeltas } from '../outbox/counters.js';
 import { ALL_CHUNKS, chunkRange, cursorKey, deadKey, parseChunkKey } from '../outbox/keys.js';
-import { decodeChunk, type UpstreamOp } from '../outbox/chunk.js';
+import { countOps, decodeChunk, encodeChunk, withoutPassThrough, type ChunkEntry, type UpstreamOp } from '../outbox/chunk.js';
 import { pack, unpack } from '../protocol/codec.js';
 import type { UpstreamClient, Outcome } from '../upstream/upstream-client.js';
 import { Backoff } from './backoff.js';
+import type { DeadLetter } from '../outbox/dead-letter.js';
+import type { Reclaimer } from '../outbox/reclaimer.js';
 import type { Directory } from './directory.js';
 import { UpstreamLink } from './upstream-link.js';
 
@@ -25,15 +27,6 @@ export interface SyncSettings {
  */
 const PIPELINED_WRITES = 16;
 
-/** A dead letter as stored under `d!<seq>`. */
-export interface DeadLetter {
-  sn: number;
-  seq: number;
-  op: UpstreamOp;
-  reason: string;
-  attempts: number;
-  failed_at: number;
-}
 
 /** One session's delivery state. Exists while the session has queued ops. */
 interface Lane {
@@ -61,10 +54,19 @@ interface Lane {
   timer: NodeJS.Timeout | null;
   /** Consumption writes submitted but not awaited (pipelined within a chunk). */
   writes: Array<Promise<unknown>>;
+  /** Its chunks are being trimmed (drop_oldest): not started meanwhile. */
+  trimming: boolean;
+  /** Read the queue from its start after the chunk in hand (dead letters were replayed). */
+  rewind: boolean;
 }
 
 export interface SyncStats {
+  /** Ops delivered, by kind (create, state, event, metric, end, crash). */
+  sentByKind: Record<string, number>;
+  /** Failed tries that will be retried, by kind. */
+  retriedByKind: Record<string, number>;
   sent: number;
+  droppedOldest: number;
   heartbeats: number;
   retried: number;
   deadLettered: number;
@@ -92,8 +94,9 @@ export class SyncActor {
   private running = 0;
   private closed = false;
   private heartbeatTimer: NodeJS.Timeout | null = null;
+  private trimming: Promise<void> | null = null;
   private drainWaiters: Array<() => void> = [];
-  readonly stats: SyncStats = { sent: 0, heartbeats: 0, retried: 0, deadLettered: 0, inDoubt: 0, remaps: 0 };
+  readonly stats: SyncStats = { sentByKind: {}, retriedByKind: {}, sent: 0, droppedOldest: 0, heartbeats: 0, retried: 0, deadLettered: 0, inDoubt: 0, remaps: 0 };
 
   constructor(
     private readonly db: Db,
@@ -102,6 +105,7 @@ export class SyncActor {
     private readonly upstream: UpstreamClient,
     private readonly settings: SyncSettings,
     private readonly onRemap: (sn: number, localId: string | null, serverId: string) => void,
+    private readonly reclaim: Reclaimer,
   ) {
     this.link = new UpstreamLink(settings.server_url, settings.retry_base_ms, settings.retry_max_ms, () => this.onLinkChange());
   }
@@ -131,6 +135,22 @@ export class SyncActor {
       this.addLane(sn, t);
       this.pump();
     }
+  }
+
+  /**
+   * Dead letters were put back into this session's queue under their original numbers, which may
+   * sort before what its lane already passed: the lane reads its queue from the start again (safe:
+   * a lane waits for each chunk's deletion to be durable before it reads past it).
+   */
+  rewind(sn: number): void {
+    if (this.closed) return;
+    const lane = this.lanes.get(sn);
+    if (!lane) return this.notify(sn, Date.now());
+    lane.rewind = true;
+    if (!lane.ops) lane.after = null;
+    lane.more = true;
+    if (lane.status === 'waiting' || lane.status === 'parked') this.makeReady(lane);
+    this.pump();
   }
 
   /** POST /flush: cut every wait short and send now. */
@@ -188,6 +208,64 @@ export class SyncActor {
     };
     this.heartbeatTimer = setInterval(() => void beat(), intervalMs);
     this.heartbeatTimer.unref();
+  }
+
+  /**
+   * overflow drop_oldest: discards the oldest queued events and metrics (sessions in the order of
+   * their oldest queued op) until the outbox is back under its low-water mark. Lifecycle ops and
+   * state are kept. A session whose lane is sending is skipped, and a lane being trimmed is not
+   * started: a chunk is never delivered and trimmed at once.
+   */
+  makeRoom(limit: { excess: number }): void {
+    if (this.trimming || this.closed) return;
+    this.trimming = this.trimOldest(limit)
+      .catch(() => undefined) // a failed write: tried again below
+      .finally(() => {
+        this.trimming = null;
+        // Still over: a lane was sending (and was skipped) or a write failed. Try again soon,
+        // rather than only when the next op arrives, which may be never.
+        if (limit.excess > 0 && !this.closed) setTimeout(() => this.makeRoom(limit), 100).unref();
+      });
+  }
+
+  private async trimOldest(limit: { excess: number }): Promise<void> {
+    const lanes = [...this.lanes.values()].sort((a, b) => a.headT - b.headT);
+    for (const lane of lanes) {
+      if (limit.excess <= 0 || this.closed) return;
+      if (lane.status === 'running') continue;
+      lane.trimming = true;
+      try {
+        await this.trimSession(lane, limit);
+      } finally {
+        lane.trimming = false;
+      }
+    }
+    this.pump();
+  }
+
+  private async trimSession(lane: Lane, limit: { excess: number }): Promise<void> {
+    const cursorBytes = await this.db.get(cursorKey(lane.sn));
+    const cursor = cursorBytes ? (unpack(cursorBytes) as [number, number]) : null;
+    for await (const [key, value] of this.db.iterator(chunkRange(lane.sn))) {
+      if (limit.excess <= 0 || this.closed) return;
+      if (key === lane.chunkKey) continue; // held in memory by the lane
+      const { seq } = parseChunkKey(key);
+      const keepFrom = cursor && cursor[0] === seq ? cursor[1] : 0;
+      const { kept, dropped } = withoutPassThrough(unpack(value) as ChunkEntry[], keepFrom);
+      if (dropped === 0) continue;
+      const ws: WriteSet = { deltas: { depth: -dropped, dropped, dropped_oldest: dropped } };
+      if (countOps(kept) === 0 || (cursor && cursor[0] === seq && countOps(kept) <= keepFrom)) {
+        ws.dels = [key, ...(cursor && cursor[0] === seq ? [cursorKey(lane.sn)] : [])];
+        ws.deltas!.bytes = -value.byteLength;
+        // Ops before the cursor were delivered and no longer counted: only the dropped ones are.
+      } else {
+        const bytes = encodeChunk(kept);
+        ws.puts = [[key, bytes]];
+        ws.deltas!.bytes = bytes.byteLength - value.byteLength;
+      }
+      await this.commits.submit(ws);
+      this.stats.droppedOldest += dropped;
+    }
   }
 
   /** Sessions with queued ops, and the receive time of the oldest queued op. */
@@ -252,6 +330,8 @@ export class SyncActor {
       writes: [],
       probe: false,
       unrecorded: 0,
+      trimming: false,
+      rewind: false,
     };
     this.lanes.set(sn, lane);
     this.ready.add(lane);
@@ -273,7 +353,15 @@ export class SyncActor {
         this.ready.clear();
         return;
       }
-      const lane = this.ready.values().next().value as Lane;
+      let lane: Lane | undefined;
+      for (const l of this.ready) if (!l.trimming) {
+        lane = l;
+        break;
+      }
+      if (!lane) {
+        if (admitted === 'probe') this.link.releaseProbe();
+        return;
+      }
       this.ready.delete(lane);
       lane.status = 'running';
       lane.probe = admitted === 'probe';
@@ -327,11 +415,15 @@ export class SyncActor {
       const outcome = await this.deliver(lane, op);
       if (this.closed) return;
       if (outcome.status !== undefined || outcome.kind === 'retry') lane.probe = false; // the upstream answered (or failed): the link knows
-      if (outcome.kind === 'retry') return this.retryLater(lane, outcome);
+      if (outcome.kind === 'retry') {
+        this.stats.retriedByKind[op.k] = (this.stats.retriedByKind[op.k] ?? 0) + 1;
+        return this.retryLater(lane, outcome);
+      }
       if (outcome.kind === 'ok') {
         this.link.succeeded();
         lane.backoff.reset();
         this.stats.sent++;
+        this.stats.sentByKind[op.k] = (this.stats.sentByKind[op.k] ?? 0) + 1;
         await this.consume(lane, outcome.remapWrites ?? [], outcome.serverId ? { remaps: 1 } : {});
         if (outcome.serverId) {
           this.stats.remaps++;
@@ -406,7 +498,9 @@ export class SyncActor {
     if (chunkDone) {
       ws.dels!.push(lane.chunkKey!, cursorKey(lane.sn));
       ws.deltas!.bytes = -lane.chunkBytes;
-      lane.after = lane.chunkKey;
+      lane.after = lane.rewind ? null : lane.chunkKey;
+      lane.rewind = false;
+      this.reclaim.deleted(lane.chunkBytes);
       lane.ops = null;
       lane.chunkKey = null;
     } else {
@@ -457,7 +551,10 @@ export class SyncActor {
       return;
     }
     if (this.lanes.get(lane.sn) === lane) this.lanes.delete(lane.sn);
-    if (this.lanes.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+    if (this.lanes.size === 0) {
+      this.reclaim.drained();
+      for (const w of this.drainWaiters.splice(0)) w();
+    }
   }
 
   /** A LevelDB read or write failed under the lane: start it over from what is on disk. */

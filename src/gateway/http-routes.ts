@@ -2,9 +2,10 @@ import { ProtocolError } from '../protocol/errors.js';
 import type { Limits } from '../protocol/limits.js';
 import { validateOp } from '../protocol/validate.js';
 import type { Op, OpKind, SessionOp } from '../protocol/ops.js';
-import { OK, type Route, type RequestContext } from './http-server.js';
+import { OK, type Route, type RequestContext, type TextAnswer } from './http-server.js';
 import type { Ingest } from './ingest.js';
 import type { SessionReads } from './session-reads.js';
+import type { QueueItem, QueueQuery } from '../outbox/queue-inspector.js';
 
 /** What the routes need from the daemon; kept narrow so the HTTP layer holds no logic of its own. */
 export interface RouteServices {
@@ -13,7 +14,12 @@ export interface RouteServices {
   limits: Limits;
   health(): unknown;
   flush(wait: boolean): Promise<{ depth: number }>;
+  queue(q: QueueQuery): Promise<{ items: QueueItem[]; total: number } | null>;
+  replay(): Promise<number>;
+  metrics(): Promise<TextAnswer>;
 }
+
+const MAX_QUEUE_LIMIT = 10_000;
 
 const OP_PATHS: ReadonlyArray<[string, Exclude<OpKind, 'register'>]> = [
   ['/state', 'state'],
@@ -43,6 +49,8 @@ export function buildRoutes(s: RouteServices): Map<string, Route> {
       async handle({ body, rt }: RequestContext) {
         const op = validateOp(kind, body, s.limits) as SessionOp;
         const [outcome] = await s.ingest.submit([op], rt);
+        // Discarded by overflow drop_newest: not an error (the operator chose it), but not persisted.
+        if (outcome?.code === 'dropped') return { status: 'dropped', details: outcome.message };
         if (outcome) throw new ProtocolError(outcome.code, outcome.message);
         return OK;
       },
@@ -63,6 +71,33 @@ export function buildRoutes(s: RouteServices): Map<string, Route> {
   routes.set('/sessions', { method: 'GET', handle: () => s.reads.list() });
 
   routes.set('/health', { method: 'GET', public: true, handle: () => s.health() });
+
+  routes.set('/queue', {
+    method: 'GET',
+    async handle({ query }) {
+      const rawLimit = query.get('limit');
+      const limit = rawLimit === null || rawLimit === '' ? 100 : Number(rawLimit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > MAX_QUEUE_LIMIT)
+        throw new ProtocolError('invalid_field', `limit must be an integer between 1 and ${MAX_QUEUE_LIMIT}`);
+      const sessionId = query.get('session_id') || undefined;
+      const dead = ['1', 'true', 'yes'].includes(query.get('dead') ?? '');
+      const answer = await s.queue({ sessionId, limit, dead });
+      if (!answer) throw new ProtocolError('unknown_session', `no session has the id "${sessionId!.slice(0, 128)}"`);
+      return answer;
+    },
+  });
+
+  routes.set('/queue/replay', {
+    method: 'POST',
+    async handle() {
+      return { status: 'ok', replayed: await s.replay() };
+    },
+  });
+
+  routes.set('/metrics', {
+    method: 'GET',
+    handle: () => s.metrics(),
+  });
 
   routes.set('/flush', {
     method: 'POST',

@@ -127,13 +127,22 @@ function tooLarge(limit: number): ProtocolError {
   return new ProtocolError('payload_too_large', `the body is larger than max_body_bytes=${limit}`);
 }
 
+/** An answer that is not JSON (GET /metrics: Prometheus text). */
+export class TextAnswer {
+  constructor(
+    readonly contentType: string,
+    readonly text: string,
+  ) {}
+}
+
 /** The answer of every accepted op, encoded once. */
 export const OK = Object.freeze({ status: 'ok' });
 const OK_BYTES = Buffer.from(JSON.stringify(OK));
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return;
-  const bytes = body === OK ? OK_BYTES : Buffer.from(JSON.stringify(body ?? {}));
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': bytes.length });
+  const text = body instanceof TextAnswer;
+  const bytes = body === OK ? OK_BYTES : Buffer.from(text ? body.text : JSON.stringify(body ?? {}));
+  res.writeHead(status, { 'content-type': text ? body.contentType : 'application/json', 'content-length': bytes.length });
   res.end(bytes);
 }

@@ -4,6 +4,7 @@ import type { RegisterBody, SessionOp } from '../protocol/ops.js';
 import type { Directory } from '../actors/directory.js';
 import type { BatchErrors, OpOutcome, RoundCoordinator, RoutedOp } from '../actors/round-coordinator.js';
 import type { BatchBody } from '../workers/round-messages.js';
+import type { QueueLimit } from '../outbox/queue-limit.js';
 import type { RegisterInput } from '../actors/session-actor.js';
 
 /** How /register reaches the upstream: the sync actor's `createNow`, or nothing before it starts. */
@@ -14,6 +15,15 @@ export interface IngestSettings {
   hostname: string;
   machine_id: string;
 }
+
+/**
+ * What a transport does with ops while the outbox is full under `overflow: block`: HTTP refuses
+ * them (503 with Retry-After), WebSocket accepts what it has already read and stops reading
+ * (see WsConnection.updateFlow), so nothing it acks is ever refused after the fact.
+ */
+export type WhenFull = 'refuse' | 'accept';
+
+const DROPPED = 'the outbox is full: discarded by overflow policy drop_newest';
 
 /**
  * The entry for every op, whatever transport brought it: resolves session ids to session
@@ -27,7 +37,29 @@ export class Ingest {
     private readonly commits: CommitQueue,
     private readonly settings: IngestSettings,
     private readonly createNow: () => CreateNow | null,
+    private readonly limit: QueueLimit,
+    /** drop_oldest: asks the sync actor to discard the oldest queued events and metrics. */
+    private readonly makeRoom: () => void,
   ) {}
+
+  /**
+   * Applies the overflow policy when the outbox is full; true when arriving events and metrics
+   * must be discarded (drop_newest). Lifecycle ops and state are never discarded.
+   */
+  private overflow(whenFull: WhenFull): boolean {
+    if (!this.limit.full) return false;
+    switch (this.limit.policy) {
+      case 'block':
+        if (whenFull === 'refuse')
+          throw new ProtocolError('queue_full', `the outbox is full (queue_max_bytes=${this.limit.maxBytes}); retry once the daemon has synced (see Retry-After)`);
+        return false;
+      case 'drop_newest':
+        return true;
+      case 'drop_oldest':
+        this.makeRoom();
+        return false;
+    }
+  }
 
   /**
    * Registers a session: the server's id if the upstream creates it within register_timeout_ms,
@@ -35,6 +67,7 @@ export class Ingest {
    * session and never reused. Answers only once the session is durable.
    */
   async register(body: RegisterBody, rt: number): Promise<string> {
+    this.overflow('refuse');
     const { sessionId, durable } = await this.startRegister(body, rt);
     await durable;
     return sessionId;
@@ -85,6 +118,9 @@ export class Ingest {
    * worker). Resolves with the refused ops; an unknown session refuses them all here.
    */
   submitBatch(sessionId: string, bytes: Uint8Array, skip: number, n: number, rt: number, puts: Array<[string, Uint8Array]>): Promise<BatchErrors> {
+    // The events and metrics of a batch are only known to the worker that decodes it: it
+    // discards them itself under drop_newest (and reports how many).
+    const dropPassThrough = this.overflow('accept');
     const sn = this.directory.resolve(sessionId);
     if (sn === undefined) {
       const message = `no session has the id "${sessionId.slice(0, 128)}"`;
@@ -93,7 +129,7 @@ export class Ingest {
       // The mark still moves past these ops (they are answered), so it is written all the same.
       return this.rounds.submit([], puts).then(() => refused);
     }
-    const body: BatchBody = [bytes, skip, n, sessionId];
+    const body: BatchBody = [bytes, skip, n, sessionId, dropPassThrough];
     return this.rounds.submitBatch({ sn, rt, body }, puts);
   }
 
@@ -101,21 +137,28 @@ export class Ingest {
    * Submits session ops (anything but register). One outcome per op, in order: null when
    * durable. `puts` are written atomically with the ops (a WebSocket client's high-water mark).
    */
-  async submit(ops: ReadonlyArray<SessionOp>, rt: number, puts?: Array<[string, Uint8Array]>): Promise<OpOutcome[]> {
+  async submit(ops: ReadonlyArray<SessionOp>, rt: number, puts?: Array<[string, Uint8Array]>, whenFull: WhenFull = 'refuse'): Promise<OpOutcome[]> {
+    const dropPassThrough = this.overflow(whenFull);
     const outcomes: OpOutcome[] = new Array(ops.length).fill(null);
     const routed: RoutedOp[] = [];
     const positions: number[] = [];
+    let dropped = 0;
     ops.forEach((op, i) => {
       const sn = this.directory.resolve(op.session_id);
       if (sn === undefined) {
         outcomes[i] = { code: 'unknown_session', message: `no session has the id "${op.session_id.slice(0, 128)}"` };
         return;
       }
+      if (dropPassThrough && (op.kind === 'event' || op.kind === 'metric')) {
+        outcomes[i] = { code: 'dropped', message: DROPPED };
+        dropped++;
+        return;
+      }
       routed.push({ sn, kind: op.kind, rt, body: op.body });
       positions.push(i);
     });
-    if (routed.length > 0 || (puts && puts.length > 0)) {
-      const results = await this.rounds.submit(routed, puts);
+    if (routed.length > 0 || (puts && puts.length > 0) || dropped > 0) {
+      const results = await this.rounds.submit(routed, puts, dropped > 0 ? { dropped, dropped_newest: dropped } : undefined);
       results.forEach((r, j) => (outcomes[positions[j]!] = r));
     }
     return outcomes;

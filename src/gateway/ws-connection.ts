@@ -10,14 +10,20 @@ import type { Ingest } from './ingest.js';
 import type { ClientMark } from './client-marks.js';
 import type { SessionReads } from './session-reads.js';
 
+/**
+ * Why the daemon stops reading all sockets: too many bytes waiting to be written to LevelDB, or
+ * the outbox is full under overflow `block` (clients are told with a `flow` frame).
+ */
+export type Overload = 'pending_writes' | 'queue_full' | null;
+
 export interface ConnectionDeps {
   ingest: Ingest;
   reads: SessionReads;
   limits: Limits;
   /** Ops received and not yet answered past which this socket stops being read. */
   maxInflightOps: number;
-  /** True while the daemon's pending writes are above their bound: stop reading every socket. */
-  overloaded: () => boolean;
+  /** Why every socket must stop being read, if it must: see Overload. */
+  overloaded: () => Overload;
   onClosed: (conn: WsConnection) => void;
 }
 
@@ -37,6 +43,7 @@ export class WsConnection {
   private lastSeq: number;
   private inflightOps = 0;
   private paused = false;
+  private toldQueueFull = false;
   private closed = false;
   /** Shutting down: frames that still arrive are not taken (they are unacked; the client resends). */
   private draining = false;
@@ -77,7 +84,14 @@ export class WsConnection {
 
   /** Pauses or resumes reading; called as work is submitted and answered, and when the backlog drains. */
   updateFlow(): void {
-    const shouldPause = this.inflightOps > this.deps.maxInflightOps || this.deps.overloaded();
+    const overload = this.deps.overloaded();
+    const shouldPause = this.inflightOps > this.deps.maxInflightOps || overload !== null;
+    // A full outbox is worth telling the client: it explains why its acks stop, for how long.
+    const queueFull = overload === 'queue_full';
+    if (queueFull !== this.toldQueueFull && !this.closed) {
+      this.toldQueueFull = queueFull;
+      this.send({ t: 'flow', paused: queueFull, reason: 'queue_full' });
+    }
     if (shouldPause === this.paused || this.closed) return;
     this.paused = shouldPause;
     if (shouldPause) this.ws.pause();
@@ -229,7 +243,7 @@ export class WsConnection {
 
   /** Session ops (and refused ones) up to `upTo`, with the mark, in one submission. */
   private submitRun(ops: SessionOp[], seqs: number[], errors: OpError[], upTo: number, rt: number): Promise<void> {
-    const submitted = this.deps.ingest.submit(ops, rt, [this.mark.advance(upTo)]);
+    const submitted = this.deps.ingest.submit(ops, rt, [this.mark.advance(upTo)], 'accept');
     return this.mark.track(upTo, submitted).then(
       (outcomes) => {
         outcomes.forEach((o, i) => o && errors.push([seqs[i]!, o.code, o.message]));

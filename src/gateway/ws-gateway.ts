@@ -8,7 +8,7 @@ import type { AuthCheck } from './auth.js';
 import type { ClientMarks } from './client-marks.js';
 import type { Ingest } from './ingest.js';
 import type { SessionReads } from './session-reads.js';
-import { WsConnection } from './ws-connection.js';
+import { WsConnection, type Overload } from './ws-connection.js';
 
 export interface WsGatewayOptions {
   server: Server;
@@ -18,7 +18,7 @@ export interface WsGatewayOptions {
   reads: SessionReads;
   limits: Limits;
   maxInflightOps: number;
-  overloaded: () => boolean;
+  overloaded: () => Overload;
   version: string;
 }
 

@@ -88,3 +88,28 @@ export function metricUpstreamBody(m: MetricBody): JsonObject {
   const { delta: _delta, ...rest } = m;
   return rest as unknown as JsonObject;
 }
+
+/**
+ * overflow drop_oldest: the chunk without its events and metrics (lifecycle and state stay),
+ * leaving alone the first `keepFrom` ops (already delivered: a cursor points past them, and
+ * their indices must not move). Returns the entries to keep and how many ops were dropped.
+ */
+export function withoutPassThrough(entries: ChunkEntry[], keepFrom: number): { kept: ChunkEntry[]; dropped: number } {
+  const kept: ChunkEntry[] = [];
+  let index = 0;
+  let dropped = 0;
+  for (const e of entries) {
+    if ('r' in e) {
+      // A raw segment only ever holds events and metrics: keep the part before keepFrom.
+      const keep = e.i.filter((_, j) => index + j < keepFrom);
+      dropped += e.i.length - keep.length;
+      index += e.i.length;
+      if (keep.length > 0) kept.push({ r: e.r, t: e.t, i: keep });
+      continue;
+    }
+    if (index >= keepFrom && (e.k === 'event' || e.k === 'metric')) dropped++;
+    else kept.push(e);
+    index++;
+  }
+  return { kept, dropped };
+}

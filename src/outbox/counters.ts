@@ -14,8 +14,12 @@ export interface Counters {
   bytes: number;
   /** Dead letters stored. */
   dead: number;
-  /** Ops discarded by an overflow policy, ever. */
+  /** Ops discarded by an overflow policy, ever (the sum of the two below). */
   dropped: number;
+  /** Events and metrics refused on arrival under `overflow: drop_newest`. */
+  dropped_newest: number;
+  /** Queued events and metrics discarded to make room under `overflow: drop_oldest`. */
+  dropped_oldest: number;
   /** Last session number given out. */
   sessions: number;
   /** Last `n` used in a `local-session-<unix>-<n>` id; never reused. */
@@ -24,10 +28,10 @@ export interface Counters {
   remaps: number;
 }
 
-export const ZERO_COUNTERS: Readonly<Counters> = { seq: 1, depth: 0, bytes: 0, dead: 0, dropped: 0, sessions: 0, local: 0, remaps: 0 };
+export const ZERO_COUNTERS: Readonly<Counters> = { seq: 1, depth: 0, bytes: 0, dead: 0, dropped: 0, dropped_newest: 0, dropped_oldest: 0, sessions: 0, local: 0, remaps: 0 };
 
 /** Changes a write set makes to the accounting counters; applied when its batch is built. */
-export type CounterDeltas = Partial<Pick<Counters, 'depth' | 'bytes' | 'dead' | 'dropped' | 'remaps'>>;
+export type CounterDeltas = Partial<Pick<Counters, 'depth' | 'bytes' | 'dead' | 'dropped' | 'dropped_newest' | 'dropped_oldest' | 'remaps'>>;
 
 export function encodeCounters(c: Counters): Uint8Array {
   return pack(c);

@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'not_found' // no such path
   | 'method_not_allowed'
   | 'queue_full' // the outbox is full and overflow is "block"
+  | 'dropped' // not an error: discarded on arrival by overflow "drop_newest" (counted)
   | 'unavailable' // the daemon could not persist the op (disk error, worker failure, shutdown)
   | 'internal';
 
@@ -36,6 +37,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   not_found: 404,
   method_not_allowed: 405,
   queue_full: 503,
+  dropped: 200,
   unavailable: 503,
   internal: 500,
 };

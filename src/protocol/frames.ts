@@ -72,7 +72,14 @@ export interface ErrorFrame {
   message: string;
 }
 
-export type DaemonFrame = WelcomeFrame | AckFrame | RemapFrame | SessionFrame | ErrorFrame;
+/** The daemon stopped (or resumed) reading this socket because its outbox is full (overflow block). */
+export interface FlowFrame {
+  t: 'flow';
+  paused: boolean;
+  reason: 'queue_full';
+}
+
+export type DaemonFrame = WelcomeFrame | AckFrame | RemapFrame | SessionFrame | ErrorFrame | FlowFrame;
 
 /** WebSocket close codes and what they mean (docs/protocol.md, "Errors"). */
 export const CLOSE = {

@@ -117,7 +117,17 @@ export class UpstreamClient {
     return this.request('POST', path, payload, opts);
   }
 
+  /** Told of every request: seconds it took and its outcome (for the upstream metrics). */
+  onRequest: ((seconds: number, outcome: Outcome['kind']) => void) | null = null;
+
   private async request(method: 'GET' | 'POST', path: string, body: Buffer | undefined, opts: { timeoutMs?: number; urgent?: boolean } = {}): Promise<Outcome> {
+    const started = performance.now();
+    const outcome = await this.attempt(method, path, body, opts);
+    this.onRequest?.((performance.now() - started) / 1000, outcome.kind);
+    return outcome;
+  }
+
+  private async attempt(method: 'GET' | 'POST', path: string, body: Buffer | undefined, opts: { timeoutMs?: number; urgent?: boolean }): Promise<Outcome> {
     const signal = opts.timeoutMs !== undefined ? AbortSignal.timeout(opts.timeoutMs) : undefined;
     try {
       const res = await (opts.urgent ? this.urgentPool : this.pool).request({

@@ -64,6 +64,10 @@ function processProbe(): (pid: number) => boolean {
   };
 }
 
+function count(reply: RoundReply, kind: string): void {
+  reply.applied[kind] = (reply.applied[kind] ?? 0) + 1;
+}
+
 /** The actors of one worker and the turn loop that runs a round through them. */
 class ActorRegistry {
   private readonly actors = new Map<number, SessionActor>();
@@ -87,22 +91,27 @@ class ActorRegistry {
         touched.add(actor);
       }
     }
-    const errors: RoundReply['errors'] = [];
+    const reply: RoundReply = { r: req.r, chunks: [], puts: [], active: [], errors: [], dropped: 0, applied: {} };
+    const errors = reply.errors;
     req.ops.forEach(([sn, kind, rt, body], index) => {
       try {
         if (kind === 'register') {
           const actor = SessionActor.register(sn, body as RegisterInput, rt, this.settings);
           this.actors.set(sn, actor);
           touched.add(actor);
+          count(reply, kind);
           return;
         }
         const actor = this.actors.get(sn);
         if (!actor) throw new ProtocolError('internal', `session ${sn} is not loaded in this worker`);
         touched.add(actor);
-        if (kind === 'batch') this.runBatch(actor, body as BatchBody, rt, index, errors);
+        if (kind === 'batch') this.runBatch(actor, body as BatchBody, rt, index, reply);
         else if (kind === 'persist') flushed.add(actor);
         else if (kind === 'parent_exited') actor.parentExited(rt, ...(body as [number, number]));
-        else actor.apply(kind as ActorOpKind, body as never, rt);
+        else {
+          actor.apply(kind as ActorOpKind, body as never, rt);
+          count(reply, kind);
+        }
       } catch (err) {
         if (err instanceof ProtocolError) errors.push([index, err.code, err.message]);
         else errors.push([index, 'internal', err instanceof Error ? err.message : String(err)]);
@@ -115,7 +124,6 @@ class ActorRegistry {
         touched.add(actor);
       }
     }
-    const reply: RoundReply = { r: req.r, chunks: [], puts: [], active: [], errors };
     for (const actor of touched) this.endTurn(actor, req.now, flushed.has(actor) || req.tick === 'all' ? 'all' : 'due', reply);
     for (const sn of req.passivate) {
       const actor = this.actors.get(sn);
@@ -140,7 +148,8 @@ class ActorRegistry {
    * reads its envelope (one decode per op in the whole daemon). Each op is validated and applied
    * on its own: a bad op is refused, the others go on.
    */
-  private runBatch(actor: SessionActor, [bytes, skip, n, sessionId]: BatchBody, rt: number, index: number, errors: RoundReply['errors']): void {
+  private runBatch(actor: SessionActor, [bytes, skip, n, sessionId, dropPassThrough]: BatchBody, rt: number, index: number, reply: RoundReply): void {
+    const errors = reply.errors;
     let ops: unknown;
     try {
       ops = unpack(bytes);
@@ -158,7 +167,12 @@ class ActorRegistry {
       try {
         const op = validateOp(String(raw?.k), raw, limits, sessionId);
         if (op.kind === 'register') throw new ProtocolError('invalid_field', 'register goes in an "ops" frame, not in a batch');
+        if (dropPassThrough && (op.kind === 'event' || op.kind === 'metric')) {
+          reply.dropped++;
+          throw new ProtocolError('dropped', 'the outbox is full: discarded by overflow policy drop_newest');
+        }
         actor.apply(op.kind, op.body as never, rt, { bytes, index: i });
+        count(reply, op.kind);
       } catch (err) {
         if (err instanceof ProtocolError) errors.push([index, err.code, err.message, i]);
         else errors.push([index, 'internal', err instanceof Error ? err.message : String(err), i]);

@@ -18,8 +18,11 @@ import type { Limits } from '../protocol/limits.js';
  */
 export type WorkerOp = [sn: number, kind: string, rt: number, body: unknown];
 
-/** A WebSocket batch as it reaches the worker: [MessagePack array of ops, ops to skip, op count, session id]. */
-export type BatchBody = [bytes: Uint8Array, skip: number, n: number, sessionId: string];
+/**
+ * A WebSocket batch as it reaches the worker: [MessagePack array of ops, ops to skip, op count,
+ * session id, drop events and metrics (overflow drop_newest: the outbox is full)].
+ */
+export type BatchBody = [bytes: Uint8Array, skip: number, n: number, sessionId: string, dropPassThrough: boolean];
 
 export interface RoundRequest {
   /** Round id, echoed in the reply. */
@@ -53,6 +56,10 @@ export interface RoundReply {
    * index of the op inside it. Everything not listed succeeded.
    */
   errors: Array<[index: number, code: ErrorCode, message: string, inBatch?: number]>;
+  /** Events and metrics of batches discarded under drop_newest (also listed in errors as 'dropped'). */
+  dropped: number;
+  /** Ops applied, by kind (for the accepted-ops metrics: only the worker sees a batch's kinds). */
+  applied: Record<string, number>;
 }
 
 /** Control messages are plain objects; rounds are ArrayBuffers. */
