@@ -1,4 +1,5 @@
 import type { DaemonConfig } from './config/index.js';
+import { assertSafeToExpose } from './config/exposure.js';
 import { openStore, type Db } from './outbox/store.js';
 import { ALL_ACTIVE, COUNTERS, parseActiveKey } from './outbox/keys.js';
 import { decodeCounters } from './outbox/counters.js';
@@ -24,6 +25,7 @@ import { hostIdentity } from './host-identity.js';
 import { silentLogger, type Logger } from './logger.js';
 import { VERSION } from './version.js';
 import { watchParent } from './parent-watch.js';
+import { redactUrl } from './upstream/redact.js';
 
 export interface DaemonOptions {
   logger?: Logger;
@@ -105,6 +107,7 @@ export class Daemon {
   }
 
   static async start(config: DaemonConfig, options: DaemonOptions = {}): Promise<Daemon> {
+    assertSafeToExpose(config);
     const logger = options.logger ?? silentLogger;
     const rawDb = await openStore(config.data_dir);
     const db = options.wrapDb ? options.wrapDb(rawDb) : rawDb;
@@ -162,7 +165,7 @@ export class Daemon {
     });
     const { port } = await http.listen();
     daemon = new Daemon(config, logger, { db, commits, directory, pool, rounds, ingest, limit, reclaimer: new Reclaimer(db), http, ws, port });
-    logger.info({ port, host: config.host, data_dir: config.data_dir, server_url: config.server_url }, 'datacat daemon listening');
+    logger.info({ port, host: config.host, data_dir: config.data_dir, server_url: redactUrl(config.server_url) }, 'datacat daemon listening');
     if (options.watchParent) {
       const { onExit } = options.watchParent;
       const started = daemon;
@@ -235,7 +238,7 @@ export class Daemon {
       pid: process.pid,
       version: VERSION,
       sessions: this.rounds.activeSessions.size,
-      upstream: this.sync?.link.health() ?? { url: this.config.server_url, online: false, attempt: 0, next_retry_at: null, last_error: null, last_success_at: null },
+      upstream: this.sync?.link.health() ?? { url: redactUrl(this.config.server_url), online: false, attempt: 0, next_retry_at: null, last_error: null, last_success_at: null },
       queue: {
         depth: c.depth,
         bytes: c.bytes,

@@ -1,4 +1,5 @@
 import { Backoff } from './backoff.js';
+import { redactUrl } from '../upstream/redact.js';
 
 export interface LinkHealth {
   url: string;
@@ -30,14 +31,17 @@ export class UpstreamLink {
   probeInFlight = false;
   private timer: NodeJS.Timeout | null = null;
 
+  private readonly url: string;
+
   constructor(
-    private readonly url: string,
+    serverUrl: string,
     baseMs: number,
     maxMs: number,
     /** Called when lanes may send again: the wait ended (probing) or the upstream answered (up). */
     private readonly onChange: () => void,
   ) {
     this.backoff = new Backoff(baseMs, maxMs);
+    this.url = redactUrl(serverUrl);
   }
 
   get online(): boolean {

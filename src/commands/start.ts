@@ -32,10 +32,9 @@ export async function start(argv: string[]): Promise<void> {
     daemon = await Daemon.start(config, { logger, ...(perApplication ? { watchParent: { onExit: onParentExit } } : {}) });
   } catch (err) {
     process.stderr.write(`datacat-daemon: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
+    process.exit(err instanceof ConfigError ? 2 : 1); // 2: a configuration the daemon refuses
   }
   if (configFile) logger.info({ config_file: configFile }, 'configuration read');
-
 
   let stopping = false;
   const stop = (signal: string): void => {
