@@ -1,15 +1,16 @@
 /**
  * The `datacat-daemon` command. With no command (or flags first) it starts the daemon, exactly as
  * CONTRACT §1 and DataCat's clients expect; `status`, `queue`, `flush` and `replay` talk to a
- * running daemon over its HTTP API.
+ * running daemon over its HTTP API; `repair` fixes a damaged store while the daemon is stopped.
  */
 import { CONFIG_FLAGS_HELP, runAdminCommand, type AdminCommand } from './commands/admin.js';
 import { flush } from './commands/flush.js';
 import { queue } from './commands/queue.js';
 import { replay } from './commands/replay.js';
+import { repair } from './commands/repair.js';
 import { status } from './commands/status.js';
 
-const COMMANDS = new Map<string, AdminCommand>([status, queue, flush, replay].map((c) => [c.name, c]));
+const COMMANDS = new Map<string, AdminCommand>([status, queue, flush, replay, repair].map((c) => [c.name, c]));
 
 const USAGE = `Usage: datacat-daemon [config flags]                      start the daemon
        datacat-daemon <command> [flags] [config flags]    talk to a running daemon

@@ -126,14 +126,13 @@ export class Daemon {
     });
     const rounds = new RoundCoordinator(pool, commits, db, active);
     const limit = new QueueLimit(config.queue_max_bytes, config.overflow, commits);
-    // Until the sync actor is loaded (a few ms after listening), /register answers local ids.
     let daemon: Daemon | null = null;
     const ingest = new Ingest(
       rounds,
       directory,
       commits,
       { register_timeout_ms: config.register_timeout_ms, ...hostIdentity() },
-      () => (daemon?.sync ? (body, timeoutMs) => daemon!.sync!.createNow(body, timeoutMs) : null),
+      (body, timeoutMs) => daemon!.createNow(body, timeoutMs),
       limit,
       () => daemon?.sync?.makeRoom(limit),
     );
@@ -219,6 +218,18 @@ export class Daemon {
       for (const sn of sns) sync.notify(sn, now);
     };
     await sync.start();
+  }
+
+  /**
+   * /register's attempt at the server's id, within `timeoutMs` all told: a register that comes
+   * while the sync actor is still loading (just after startup) waits for it within that budget
+   * rather than settling for a local id.
+   */
+  async createNow(body: Record<string, unknown>, timeoutMs: number): Promise<string | null> {
+    const started = Date.now();
+    if (!this.sync) await Promise.race([this.background.catch(() => undefined), new Promise((r) => setTimeout(r, timeoutMs))]);
+    const left = timeoutMs - (Date.now() - started);
+    return this.sync && left > 0 ? this.sync.createNow(body, left) : null;
   }
 
   /** Resolves once the sync actor runs (it is loaded after the daemon listens). */

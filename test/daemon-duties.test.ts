@@ -157,12 +157,12 @@ t.test('started the way DataCat clients start it: when the application exits, it
     } catch {}
   });
   await until(() => !processExists(daemonPid), 'the daemon exited after its parent', 15_000);
-  const events = upstream.sessions.get(id)?.ops ?? [];
-  t.match(events.at(-2)?.body, { name: 'daemon_parent_exited', group: 'datacat.daemon', category: 'critical' }, 'the session got daemon_parent_exited upstream');
-  t.equal(events.at(-1)?.kind, 'crash', 'then its crash, last');
   // What it persisted: a fresh daemon on the same store shows the session crashed, nothing queued.
   const again = await spawnDaemon(t, ['--data-dir', dataDir, '--server-url', upstream.url]);
   const view = (await again.api.get(`/session?session_id=${id}`)).body;
+  const events = upstream.sessions.get(view.server_id)?.ops ?? [];
+  t.match(events.at(-2)?.body, { name: 'daemon_parent_exited', group: 'datacat.daemon', category: 'critical' }, 'the session got daemon_parent_exited upstream');
+  t.equal(events.at(-1)?.kind, 'crash', 'then its crash, last');
   t.equal(view.crashed, true);
   t.equal(view.active, false);
   t.equal((await again.api.get('/health')).body.queue.depth, 0, 'everything was delivered before exiting');

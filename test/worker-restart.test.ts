@@ -35,3 +35,43 @@ t.test('group commit: ops of many sessions arriving in one loop turn are written
   await Promise.all(ids.flatMap((id) => Array.from({ length: 50 }, (_, i) => api.ok('/event', { session_id: id, name: 'e', data: { i } }))));
   t.ok(daemon.commits.batchesWritten - beforeHttp < 400, `400 concurrent HTTP ops in ${daemon.commits.batchesWritten - beforeHttp} batches`);
 });
+
+t.test('workers killed under load: the pool replaces them; no acked op is lost or doubled', async (t) => {
+  const { api, url, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', workers: 2 });
+  const { connect } = await import('../dist/src/client/index.js');
+  const client = connect({ url: url.replace('http', 'ws'), reconnectBaseMs: 20, reconnectMaxMs: 100 });
+  client.on('error', () => undefined);
+  t.teardown(() => client.close({ timeoutMs: 1000 }).catch(() => undefined));
+  const sessions = await Promise.all([0, 1, 2, 3].map((i) => client.register({ product: 'load', version: String(i) })));
+  const httpIds = [await api.register('http', '0'), await api.register('http', '1')];
+  let stop = false;
+  let httpAcked = 0;
+  const http = httpIds.map(async (id) => {
+    for (let i = 0; !stop; i++) {
+      const res = await api.post('/event', { session_id: id, name: 'h', data: { i } });
+      if (res.status === 200) httpAcked++;
+    }
+  });
+  let wsLogged = 0;
+  const ws = (async () => {
+    while (!stop) {
+      for (const s of sessions) s.logEvent('w', { data: { n: wsLogged } });
+      wsLogged += sessions.length;
+      if (client.buffered + client.unacked > 5000) await client.waitForCapacity();
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  for (let kill = 0; kill < 3; kill++) {
+    await new Promise((r) => setTimeout(r, 300));
+    daemon.pool.control(kill % 2, { t: 'die' });
+    await until(() => daemon.pool.restarts === kill + 1 && daemon.pool.alive === 2, `worker replaced (${kill + 1})`);
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  stop = true;
+  await Promise.all([...http, ws]);
+  await client.flush();
+  const depth = daemon.health().queue.depth;
+  t.equal(depth, 2 + 4 + httpAcked + wsLogged, `the outbox holds every acked op exactly once (${httpAcked} HTTP, ${wsLogged} WebSocket)`);
+  t.equal(daemon.health().workers.alive, 2);
+  t.equal(daemon.health().workers.restarts, 3);
+});

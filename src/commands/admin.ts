@@ -26,6 +26,8 @@ export interface CommandFlags {
 
 export interface CommandContext {
   flags: CommandFlags;
+  /** The resolved configuration (the same sources the daemon reads). */
+  config: DaemonConfig;
   daemon: DaemonClient;
   /** Writes to stdout; a command prints its result and nothing else there. */
   print(text: string): void;
@@ -230,7 +232,7 @@ export async function runAdminCommand(command: AdminCommand, args: readonly stri
     }
     const config = readConfig(configArgv);
     const daemon = new DaemonClient(daemonUrl(config), config.auth_token);
-    await command.run({ flags, daemon, print: (text) => process.stdout.write(`${text}\n`) });
+    await command.run({ flags, config, daemon, print: (text) => process.stdout.write(`${text}\n`) });
     return 0;
   } catch (err) {
     if (!(err instanceof CliError)) throw err;

@@ -7,7 +7,7 @@ import type { BatchBody } from '../workers/round-messages.js';
 import type { QueueLimit } from '../outbox/queue-limit.js';
 import type { RegisterInput } from '../actors/session-actor.js';
 
-/** How /register reaches the upstream: the sync actor's `createNow`, or nothing before it starts. */
+/** How /register reaches the upstream: the server's id, or null (down, or not in time). */
 export type CreateNow = (body: Record<string, unknown>, timeoutMs: number) => Promise<string | null>;
 
 export interface IngestSettings {
@@ -36,7 +36,7 @@ export class Ingest {
     private readonly directory: Directory,
     private readonly commits: CommitQueue,
     private readonly settings: IngestSettings,
-    private readonly createNow: () => CreateNow | null,
+    private readonly createNow: CreateNow,
     private readonly limit: QueueLimit,
     /** drop_oldest: asks the sync actor to discard the oldest queued events and metrics. */
     private readonly makeRoom: () => void,
@@ -90,8 +90,7 @@ export class Ingest {
       machine_id: body.machine_id ?? this.settings.machine_id,
       hostname: body.hostname ?? this.settings.hostname,
     };
-    const createNow = this.createNow();
-    const serverId = createNow ? await createNow(create, this.settings.register_timeout_ms) : null;
+    const serverId = await this.createNow(create, this.settings.register_timeout_ms);
     const sn = this.commits.allocate('sessions');
     const localId = serverId ? null : `local-session-${Math.floor(rt / 1000)}-${this.commits.allocate('local')}`;
     const idPuts = this.directory.add(sn, { local_id: localId, server_id: serverId });

@@ -33,13 +33,7 @@ export async function openStore(dir: string): Promise<Db> {
   try {
     await db.open();
   } catch (err) {
-    const cause = (err as { cause?: Error }).cause ?? err;
-    throw new StoreError(
-      `cannot open the LevelDB store in data_dir ${dir}: ${(cause as Error).message}. ` +
-        `If another daemon uses this data_dir, stop it or pick another data_dir; ` +
-        `if the store is damaged, run \`datacat-daemon repair --data-dir ${dir}\``,
-      { cause: err },
-    );
+    throw new StoreError(describeOpenFailure(dir, err), { cause: err });
   }
   const stored = await db.get(META_VERSION);
   if (stored === undefined) {
@@ -52,4 +46,15 @@ export async function openStore(dir: string): Promise<Db> {
     );
   }
   return db;
+}
+
+/** One line saying what is wrong with the store and what to do about it. */
+export function describeOpenFailure(dir: string, err: unknown): string {
+  const cause = ((err as { cause?: unknown }).cause ?? err) as { code?: string; message?: string };
+  const message = String(cause?.message ?? err).replace(/\s+/g, ' ');
+  if (cause?.code === 'LEVEL_LOCKED')
+    return `the store in data_dir ${dir} is in use by another daemon (${message}): stop it, or give this one another data_dir`;
+  if (/corrupt/i.test(message))
+    return `the store in data_dir ${dir} is damaged (${message}): run \`datacat-daemon repair --data-dir ${dir}\` (LevelDB repair, which may drop damaged records), then start again`;
+  return `cannot open the store in data_dir ${dir} (${message}); if it is damaged, \`datacat-daemon repair --data-dir ${dir}\` may recover it`;
 }
