@@ -27,6 +27,9 @@ export interface SyncSettings {
  */
 const PIPELINED_WRITES = 16;
 
+/** Chunks drop_oldest rewrites per write. */
+const TRIM_BATCH = 256;
+
 
 /** One session's delivery state. Exists while the session has queued ops. */
 interface Lane {
@@ -246,26 +249,46 @@ export class SyncActor {
   private async trimSession(lane: Lane, limit: { excess: number }): Promise<void> {
     const cursorBytes = await this.db.get(cursorKey(lane.sn));
     const cursor = cursorBytes ? (unpack(cursorBytes) as [number, number]) : null;
+    // Rewrites are gathered into one write per TRIM_BATCH chunks: a session may hold thousands
+    // of small chunks (one per HTTP request), and a write per chunk made trimming slow.
+    let ws: WriteSet = { puts: [], dels: [], deltas: { depth: 0, bytes: 0, dropped: 0, dropped_oldest: 0 } };
+    let pendingChunks = 0;
+    let freed = 0;
+    const flush = async (): Promise<void> => {
+      if (pendingChunks === 0) return;
+      await this.commits.submit(ws);
+      this.stats.droppedOldest += ws.deltas!.dropped!;
+      ws = { puts: [], dels: [], deltas: { depth: 0, bytes: 0, dropped: 0, dropped_oldest: 0 } };
+      pendingChunks = 0;
+      freed = 0;
+    };
     for await (const [key, value] of this.db.iterator(chunkRange(lane.sn))) {
-      if (limit.excess <= 0 || this.closed) return;
+      if (limit.excess - freed <= 0 || this.closed) break;
       if (key === lane.chunkKey) continue; // held in memory by the lane
       const { seq } = parseChunkKey(key);
       const keepFrom = cursor && cursor[0] === seq ? cursor[1] : 0;
       const { kept, dropped } = withoutPassThrough(unpack(value) as ChunkEntry[], keepFrom);
       if (dropped === 0) continue;
-      const ws: WriteSet = { deltas: { depth: -dropped, dropped, dropped_oldest: dropped } };
-      if (countOps(kept) === 0 || (cursor && cursor[0] === seq && countOps(kept) <= keepFrom)) {
-        ws.dels = [key, ...(cursor && cursor[0] === seq ? [cursorKey(lane.sn)] : [])];
-        ws.deltas!.bytes = -value.byteLength;
-        // Ops before the cursor were delivered and no longer counted: only the dropped ones are.
+      const d = ws.deltas!;
+      d.depth! -= dropped;
+      d.dropped! += dropped;
+      d.dropped_oldest! += dropped;
+      // Nothing undelivered left: the chunk goes (with its cursor: the ops before it were
+      // delivered and are no longer counted); otherwise it is rewritten without them.
+      if (countOps(kept) <= keepFrom) {
+        ws.dels!.push(key);
+        if (cursor && cursor[0] === seq) ws.dels!.push(cursorKey(lane.sn));
+        d.bytes! -= value.byteLength;
+        freed += value.byteLength;
       } else {
         const bytes = encodeChunk(kept);
-        ws.puts = [[key, bytes]];
-        ws.deltas!.bytes = bytes.byteLength - value.byteLength;
+        ws.puts!.push([key, bytes]);
+        d.bytes! += bytes.byteLength - value.byteLength;
+        freed += value.byteLength - bytes.byteLength;
       }
-      await this.commits.submit(ws);
-      this.stats.droppedOldest += dropped;
+      if (++pendingChunks >= TRIM_BATCH) await flush();
     }
+    await flush();
   }
 
   /** Sessions with queued ops, and the receive time of the oldest queued op. */
