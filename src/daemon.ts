@@ -85,13 +85,14 @@ export class Daemon {
   readonly port: number;
   private readonly inspector: QueueInspector;
   private readonly reclaimer: Reclaimer;
+  private readonly limit: QueueLimit;
 
   private constructor(
     readonly config: DaemonConfig,
     private readonly logger: Logger,
     parts: Parts,
   ) {
-    ({ db: this.db, commits: this.commits, directory: this.directory, pool: this.pool, rounds: this.rounds, ingest: this.ingest, http: this.http, ws: this.ws, port: this.port, reclaimer: this.reclaimer } = parts);
+    ({ db: this.db, commits: this.commits, directory: this.directory, pool: this.pool, rounds: this.rounds, ingest: this.ingest, http: this.http, ws: this.ws, port: this.port, reclaimer: this.reclaimer, limit: this.limit } = parts);
     this.inspector = new QueueInspector(this.db, this.commits, this.directory, (sn) => this.sync?.headInfo(sn) ?? null);
     this.background = this.startBackground(parts);
     // Once a second: the actors' periodic duties (persisting activity that is due, heartbeat and
@@ -100,6 +101,9 @@ export class Daemon {
     this.ticker = setInterval(() => {
       void this.rounds.tick('due').catch(() => undefined); // a failed round: the next tick retries
       this.rounds.passivateIdle(config.session_idle_seconds * 1000);
+      // drop_oldest makes room when an op arrives over the bound; the tick makes sure it goes on
+      // until the outbox is back under its low-water mark, whatever interrupted it.
+      if (this.limit.policy === 'drop_oldest' && this.limit.excess > 0) this.sync?.makeRoom(this.limit);
       this.samples.push([this.rounds.opsCommitted, this.sync?.stats.sent ?? 0]);
       if (this.samples.length > RATE_WINDOW + 1) this.samples.shift();
     }, 1000);

@@ -83,7 +83,7 @@ t.test('overflow drop_oldest: the oldest events go, counted exactly; lifecycle a
   const total = 150;
   for (let i = 0; i < total; i++) t.equal((await api.ok('/event', { session_id: id, name: 'e', message: payload, data: { i } })).status, 'ok');
   // Trimming goes on until the outbox is under 90 % of its bound (LOW_WATER): wait for all of it.
-  await until(() => daemon.health().queue.bytes <= 9_000, 'back under the low-water mark');
+  await until(() => daemon.health().queue.bytes <= 9_000, 'back under the low-water mark', 20_000);
   await api.ok('/end', { session_id: id });
   const h = daemon.health();
   const dropped = h.queue.dropped_by_reason.drop_oldest;
