@@ -455,7 +455,7 @@ export class SyncActor {
         }
       } else {
         this.stats.deadLettered++;
-        if (outcome.status !== undefined) this.link.requestFailed(outcome.reason);
+        if (outcome.status !== undefined) this.link.refused(outcome.reason);
         await this.consume(lane, [[deadKey(lane.chunkSeq + lane.index), pack(this.deadLetter(lane, op, outcome.reason))]], { dead: 1 });
       }
       sent++;
@@ -484,6 +484,10 @@ export class SyncActor {
     if (outcome.scope === 'upstream') {
       this.link.upstreamFailed(outcome.reason, outcome.retryAfterMs);
       lane.status = 'parked';
+      // To the back of the line: when the gate reopens, the single probe goes to another
+      // session first, so one session whose ops keep failing cannot keep all the others waiting.
+      this.lanes.delete(lane.sn);
+      this.lanes.set(lane.sn, lane);
       return;
     }
     this.link.requestFailed(outcome.reason);
@@ -499,7 +503,8 @@ export class SyncActor {
 
   private record(outcome: Outcome): void {
     if (outcome.kind === 'retry' && outcome.scope === 'upstream') this.link.upstreamFailed(outcome.reason, outcome.retryAfterMs);
-    else if (outcome.kind !== 'ok') this.link.requestFailed(outcome.reason);
+    else if (outcome.kind === 'retry') this.link.requestFailed(outcome.reason);
+    else if (outcome.kind === 'dead') this.link.refused(outcome.reason);
   }
 
   private deadLetter(lane: Lane, op: UpstreamOp, reason: string): DeadLetter {

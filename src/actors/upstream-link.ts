@@ -1,4 +1,4 @@
-import { Backoff } from './backoff.js';
+import { Backoff, MAX_RETRY_AFTER_MS } from './backoff.js';
 import { redactUrl } from '../upstream/redact.js';
 
 export interface LinkHealth {
@@ -66,7 +66,16 @@ export class UpstreamLink {
     if (this.state === 'probing') this.probeInFlight = false;
   }
 
+  /**
+   * A 2xx. While the gate is down no lane sends, so a success now answers a request sent before
+   * it closed: it says nothing about the upstream since, and must not cut the wait short (that
+   * turned a failing op into a tight loop, and ignored Retry-After). It is noted, nothing more.
+   */
   succeeded(): void {
+    if (this.state === 'down') {
+      this.lastSuccessAt = Date.now();
+      return;
+    }
     const was = this.state;
     this.state = 'up';
     this.attempt = 0;
@@ -85,13 +94,31 @@ export class UpstreamLink {
     if (this.state === 'probing') this.succeeded(); // the server answered: it is reachable
   }
 
+  /**
+   * A definitive refusal (a 4xx that makes a dead letter): the server answered, so it is
+   * reachable, and there is nothing to retry, so it is not a failed try (`attempt` stays).
+   */
+  refused(reason: string): void {
+    this.lastError = reason;
+    if (this.state === 'probing') this.succeeded();
+  }
+
   /** An upstream-wide failure: close the gate for the next backoff delay. */
   upstreamFailed(reason: string, retryAfterMs?: number): void {
     this.attempt++;
     this.lastError = reason;
     this.probeInFlight = false;
-    if (this.state === 'down') return; // already waiting; lanes that were in flight report late
-    const delay = this.backoff.fail(retryAfterMs);
+    if (this.state === 'down') {
+      // Already waiting (a lane that was in flight reports late); a longer Retry-After still
+      // extends the wait: the server asked for it.
+      const wait = retryAfterMs === undefined ? 0 : Math.min(retryAfterMs, MAX_RETRY_AFTER_MS);
+      if (Date.now() + wait > (this.nextRetryAt ?? 0)) this.closeFor(wait);
+      return;
+    }
+    this.closeFor(this.backoff.fail(retryAfterMs));
+  }
+
+  private closeFor(delay: number): void {
     this.state = 'down';
     this.nextRetryAt = Date.now() + delay;
     this.clearTimer();
