@@ -74,7 +74,7 @@ export class WsConnection {
     // The closing handshake needs the peer's close frame read: a paused socket would wait for
     // ws's 30 s close timeout instead.
     if (this.paused) this.ws.resume();
-    this.ws.close(code, reason.slice(0, 120));
+    this.ws.close(code, closeReason(reason));
   }
 
   /** Stops taking frames; what was submitted is still answered. */
@@ -115,6 +115,10 @@ export class WsConnection {
     try {
       frame = unpack(toBytes(data));
     } catch (err) {
+      // The decoder recurses: a frame nested thousands of levels deep (max_depth is far below)
+      // runs out of stack. Nothing in such a frame can be valid, so it goes like bad MessagePack.
+      if (err instanceof RangeError)
+        return this.close(CLOSE.notMessagePack, `the frame is nested too deep to decode (ops may nest at most max_depth=${this.deps.limits.max_depth} levels)`);
       return this.close(CLOSE.notMessagePack, `the frame is not valid MessagePack: ${(err as Error).message}`);
     }
     if (!isPlainObject(frame) || typeof frame['t'] !== 'string') return this.close(CLOSE.notAFrame, 'a frame must be a map with a string "t"');
@@ -141,6 +145,10 @@ export class WsConnection {
         const { session_id: sessionId, q, n, ops } = frame;
         if (typeof sessionId !== 'string' || !isSeq(q) || !isSeq(n) || !(ops instanceof Uint8Array))
           return this.close(CLOSE.notAFrame, 'a batch needs session_id (string), q and n (positive integers) and ops (bin)');
+        // n is a claim the envelope makes; bounding it here bounds every answer a batch can get
+        // (a 30-byte frame must not make the daemon build millions of per-op errors).
+        if (n > this.deps.limits.max_ops_per_frame)
+          return this.close(CLOSE.notAFrame, `a batch of n=${n} ops is past max_ops_per_frame=${this.deps.limits.max_ops_per_frame}; split it`);
         this.inflightOps += n;
         this.updateFlow();
         this.chain = this.chain
@@ -224,15 +232,8 @@ export class WsConnection {
   private handleBatch(sessionId: string, q: number, n: number, bytes: Uint8Array, rt: number): { answered: Promise<unknown> } {
     const last = q + n - 1;
     if (last <= this.lastSeq) return { answered: Promise.resolve() }; // all resent
-    const { limits } = this.deps;
     const skip = Math.max(0, this.lastSeq + 1 - q);
     this.lastSeq = last;
-    if (n > limits.max_ops_per_frame) {
-      const message = `the batch has ${n} ops; the limit is max_ops_per_frame=${limits.max_ops_per_frame}`;
-      const errors: OpError[] = [];
-      for (let i = skip; i < n; i++) errors.push([q + i, 'too_many_ops', message]);
-      return { answered: this.submitRun([], [], errors, last, rt) };
-    }
     const submitted = this.deps.ingest.submitBatch(sessionId, bytes, skip, n, rt, [this.mark.advance(last)]);
     const answered = this.mark.track(last, submitted).then(
       (refused) => this.answered(refused.map(([i, code, message]): OpError => [q + i, code, message])),
@@ -264,7 +265,7 @@ export class WsConnection {
   }
 
   private answered(errors: OpError[], registered?: [number, string]): void {
-    if (errors.length) this.pendingErrors.push(...errors);
+    for (const e of errors) this.pendingErrors.push(e); // not push(...errors): that is bounded by the stack
     if (registered) this.pendingRegistered.push(registered);
     if (this.ackScheduled) return;
     this.ackScheduled = true;
@@ -304,6 +305,14 @@ export class WsConnection {
     this.closed = true;
     this.deps.onClosed(this);
   }
+}
+
+/** A close reason may be at most 123 bytes of UTF-8 (RFC 6455 §5.5); cut on a character boundary. */
+function closeReason(reason: string): string {
+  if (Buffer.byteLength(reason) <= 123) return reason;
+  let cut = reason.slice(0, 120);
+  while (Buffer.byteLength(cut) > 120) cut = cut.slice(0, -1);
+  return `${cut}…`; // 3 bytes: 123 at most
 }
 
 function isSeq(v: unknown): v is number {

@@ -94,7 +94,8 @@ export class WsGateway {
       // The new connection must be told a final mark: wait for the old one's submissions.
       await previous.settled().catch(() => undefined);
     }
-    if (mark.owner !== owner || ws.readyState !== ws.OPEN) return; // replaced again meanwhile, or gone
+    if (mark.owner !== owner) return; // replaced again meanwhile: the newer connection owns the mark
+    if (ws.readyState !== ws.OPEN) return this.options.marks.release(mark, owner); // gone while we waited
     const conn = new WsConnection(ws, mark, {
       ingest: this.options.ingest,
       reads: this.options.reads,

@@ -15,7 +15,7 @@ import { Packr, Unpackr } from 'msgpackr';
 const packr = new Packr({ useRecords: true });
 // mapsAsObjects: with useRecords on, msgpackr otherwise decodes plain MessagePack maps (what every
 // other language's encoder writes) into Map instances.
-const unpackr = new Unpackr({ useRecords: true, mapsAsObjects: true });
+const unpackr = new Unpackr({ useRecords: true, mapsAsObjects: true, int64AsType: 'number' });
 
 export function pack(value: unknown): Uint8Array {
   return packr.pack(value);

@@ -1,7 +1,7 @@
 import { ProtocolError } from './errors.js';
 import type { Limits } from './limits.js';
 import { METRIC_TYPES, OP_KINDS, type CrashBody, type EventBody, type JsonObject, type MetricBody, type MetricType, type Op, type OpKind, type RegisterBody } from './ops.js';
-import { checkValue, isPlainObject } from './values.js';
+import { checkDepth, checkValue, isPlainObject } from './values.js';
 
 /**
  * The one validation layer: HTTP bodies and WebSocket ops both come through `validateOp` (on the
@@ -84,6 +84,10 @@ function validateEvent(input: JsonObject, limits: Limits): EventBody {
         // keeps only `category`, so `level` fills it in when `category` is absent.
         level = name(input, key, limits);
         break;
+      default:
+        // Ignored, but bounded in depth: a batch op is stored as the client's bytes, unknown
+        // fields included, and those bytes must decode again wherever they are read.
+        checkDepth(input[key], limits, key);
     }
   }
   if (body.category === undefined && level !== undefined) body.category = level;
@@ -109,8 +113,12 @@ function validateMetric(input: JsonObject, limits: Limits): MetricBody {
     if (metadata['buckets'] !== undefined) checkBuckets(metadata['buckets']);
     body.metadata = metadata;
   }
+  // Unknown fields: ignored but bounded in depth, as for events (validateEvent says why).
+  for (const key in input) if (!METRIC_FIELDS.has(key)) checkDepth(input[key], limits, key);
   return body;
 }
+
+const METRIC_FIELDS = new Set(['k', 'q', 'session_id', 'name', 'value', 'type', 'delta', 'count', 'unit', 'tags', 'metadata']);
 
 /** Histogram bucket bounds: ascending numbers, with "inf" (or "+Inf", "Infinity") allowed last. */
 export function parseBucketBound(v: unknown): number | null {

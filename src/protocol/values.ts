@@ -55,6 +55,22 @@ export function checkValue(value: unknown, limits: Limits, path: string, depth =
     throw new ProtocolError('forbidden_key', `${path} uses the key "__proto__", which is not allowed`);
 }
 
+/**
+ * Only the nesting depth of a value, for fields the daemon ignores: an op kept as the client's
+ * own bytes (a WebSocket batch) carries its unknown fields into the outbox, and everything stored
+ * there must decode again on any thread, whose decoder recursion is bounded by its stack.
+ */
+export function checkDepth(value: unknown, limits: Limits, path: string, depth = 1): void {
+  if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return;
+  if (depth > limits.max_depth)
+    throw new ProtocolError('too_deep', `${path} is nested deeper than max_depth=${limits.max_depth}`);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) checkDepth(value[i], limits, path, depth + 1);
+    return;
+  }
+  for (const key in value) checkDepth((value as Record<string, unknown>)[key], limits, path, depth + 1);
+}
+
 export function checkKey(key: string, limits: Limits, path: string): void {
   if (FORBIDDEN_KEYS.has(key))
     throw new ProtocolError('forbidden_key', `${path} uses the key "${key}", which is not allowed (it could reach Object.prototype)`);

@@ -5,6 +5,7 @@ import { countOps, encodeChunk } from '../outbox/chunk.js';
 import { SessionActor, type ActorOpKind, type ActivityFlush, type RegisterInput } from '../actors/session-actor.js';
 import { SNAPSHOT_KEYS, decodeSnapshot, encodePart } from '../actors/session-snapshot.js';
 import { validateOp } from '../protocol/validate.js';
+import type { Op } from '../protocol/ops.js';
 import type { BatchBody, ControlMessage, HostTask, RoundReply, RoundRequest, WorkerSettings } from './round-messages.js';
 
 /**
@@ -162,21 +163,41 @@ class ActorRegistry {
       return;
     }
     const limits = this.settings.limits;
+    // Validate every op first: the client's bytes are kept as they are (a raw segment) only when
+    // the whole batch is valid. A refused op may hold anything this thread's decoder could read
+    // (say, nesting 10 000 deep), and the raw bytes are read again on the main thread, whose
+    // stack is smaller; a batch with a refused op is re-encoded from its validated ops instead.
+    const valid: Array<Op | null> = new Array(n).fill(null);
+    let refused = false;
     for (let i = skip; i < n; i++) {
       const raw = ops[i] as { k?: unknown } | null;
       try {
         const op = validateOp(String(raw?.k), raw, limits, sessionId);
         if (op.kind === 'register') throw new ProtocolError('invalid_field', 'register goes in an "ops" frame, not in a batch');
+        valid[i] = op;
+      } catch (err) {
+        refused = true;
+        pushError(errors, index, i, err);
+      }
+    }
+    for (let i = skip; i < n; i++) {
+      const op = valid[i];
+      if (!op) continue;
+      try {
         if (dropPassThrough && (op.kind === 'event' || op.kind === 'metric')) {
           reply.dropped++;
           throw new ProtocolError('dropped', 'the outbox is full: discarded by overflow policy drop_newest');
         }
-        actor.apply(op.kind, op.body as never, rt, { bytes, index: i });
+        actor.apply(op.kind as ActorOpKind, op.body as never, rt, refused ? undefined : { bytes, index: i });
         count(reply, op.kind);
       } catch (err) {
-        if (err instanceof ProtocolError) errors.push([index, err.code, err.message, i]);
-        else errors.push([index, 'internal', err instanceof Error ? err.message : String(err), i]);
+        pushError(errors, index, i, err);
       }
     }
   }
+}
+
+function pushError(errors: RoundReply['errors'], index: number, i: number, err: unknown): void {
+  if (err instanceof ProtocolError) errors.push([index, err.code, err.message, i]);
+  else errors.push([index, 'internal', err instanceof Error ? err.message : String(err), i]);
 }
