@@ -102,3 +102,16 @@ t.test('a slow create: /register answers a local id within register_timeout_ms, 
   await until(() => upstream.applied({ kind: 'event' }).length === 1, 'the other session still syncs');
   t.equal(daemon.health().upstream.next_retry_at, null, 'the upstream was not declared down');
 });
+
+t.test('a chunk that does not decode neither stops startup nor holds up other sessions', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const { commits, directory, sync, queue } = await rig(t, upstream);
+  directory.add(1, { local_id: 'local-session-1-1', server_id: null });
+  await commits.submit({ chunks: [{ sn: 1, count: 1, value: new Uint8Array([0xc1]) }] }); // 0xc1: never valid MessagePack
+  await queue(2, [create(), state(7)]);
+  await sync.start();
+  t.pass('startup went on past the broken chunk');
+  await until(() => upstream.applied({ kind: 'state' }).length === 1, 'session 2 delivered', 5000);
+  t.equal(commits.counters.depth, 1, 'the broken chunk stays queued (its lane retries with backoff), nothing else');
+});

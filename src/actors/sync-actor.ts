@@ -120,9 +120,8 @@ export class SyncActor {
       const [first] = await this.db.iterator({ gt, lt: ALL_CHUNKS.lt, limit: 1 }).all();
       if (!first) break;
       const { sn } = parseChunkKey(first[0]);
-      const ops = decodeChunk(first[1]);
       // A round may have committed for this session while we scanned: it has a lane already.
-      if (!this.lanes.has(sn)) this.addLane(sn, ops[0]?.t ?? Date.now());
+      if (!this.lanes.has(sn)) this.addLane(sn, headTime(first[1]));
       gt = chunkRange(sn).lt;
     }
     if (this.lanes.size === 0) void this.probe();
@@ -603,5 +602,18 @@ export class SyncActor {
       this.pump();
     }, delay);
     lane.timer.unref();
+  }
+}
+
+/**
+ * When a chunk's first op was received, for the lane's age. A chunk that does not decode must not
+ * stop the daemon from starting: its lane fails when it loads it, with the error as `last_error`
+ * and backoff (laneCrashed), like any other failure of the local store.
+ */
+function headTime(chunk: Uint8Array): number {
+  try {
+    return decodeChunk(chunk)[0]?.t ?? Date.now();
+  } catch {
+    return Date.now();
   }
 }
