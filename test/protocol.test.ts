@@ -45,12 +45,14 @@ t.test('depth and forbidden keys are checked everywhere', async (t) => {
   t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', data: { deep } }, limits)), 'too_deep');
   t.equal(code(() => validateOp('metric', { session_id: 's', name: 'n', value: 1, metadata: JSON.parse('{"__proto__":{"x":1}}') }, limits)), 'forbidden_key');
   t.equal(code(() => validateOp('state', { session_id: 's', state: { a: [{ constructor: 1 }] } }, limits)), 'forbidden_key', 'inside arrays too');
-  // Unknown fields are ignored, but those of events and metrics (stored as sent when they come
-  // in a WebSocket batch) may not nest past max_depth.
+  // Unknown fields are ignored, but (stored as sent when they come in a WebSocket batch) they
+  // must be JSON-like values nested at most max_depth, in every kind of op.
   t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', extra: deep }, limits)), 'too_deep', 'unknown event field');
   t.equal(code(() => validateOp('metric', { session_id: 's', name: 'n', value: 1, extra: { deep } }, limits)), 'too_deep', 'unknown metric field');
-  t.ok(validateOp('event', { session_id: 's', name: 'n', extra: { constructor: 'x'.repeat(100_000) } }, limits), 'otherwise still ignored');
-  t.ok(validateOp('state', { session_id: 's', state: {}, extra: deep }, limits), 'other kinds drop unknown fields unread');
+  for (const [kind, body] of [['state', { state: {} }], ['heartbeat', {}], ['end', {}], ['crash', { reason: 'r' }], ['register', { product: 'p', version: '1' }]] as const)
+    t.equal(code(() => validateOp(kind, { session_id: 's', ...body, extra: deep }, limits)), 'too_deep', `unknown ${kind} field`);
+  t.equal(code(() => validateOp('heartbeat', { session_id: 's', extra: [new Set([1])] }, limits)), 'invalid_field', 'a Set is not JSON');
+  t.ok(validateOp('event', { session_id: 's', name: 'n', extra: { constructor: 'x'.repeat(100_000) } }, limits), 'otherwise still ignored, unread');
 });
 
 t.test('mergeState: deep merge, null deletes, arrays replace, no-ops detected', async (t) => {

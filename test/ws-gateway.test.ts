@@ -238,6 +238,9 @@ t.test('batch frames: one session, numbered q..q+n-1, per-op errors, exactly-onc
   c.send({ t: 'batch', session_id: sid, q: 169, n: 101, ops: pack(events(101, 0)) });
   t.equal((await c.waitClosed()).code, 1008, 'a batch past max_ops_per_frame closes the socket');
   t.equal(daemon.health().queue.depth, 1 + 48 + 10, 'nothing of it queued');
+  const c2 = await RawWs.open(url, 'batcher-2');
+  c2.send({ t: 'batch', session_id: sid, q: 'x', n: 1, ops: pack([]) });
+  t.equal((await c2.waitClosed()).code, 1008, 'a broken envelope closes the socket');
 });
 
 t.test('interop: plain MessagePack in, plain MessagePack out (no msgpackr records)', async (t) => {

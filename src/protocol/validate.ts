@@ -15,24 +15,58 @@ import { checkDepth, checkValue, isPlainObject } from './values.js';
 export function validateOp(kind: string, input: unknown, limits: Limits, sessionId?: string): Op {
   if (!isOpKind(kind)) throw new ProtocolError('unknown_op', `unknown op "${String(kind).slice(0, 64)}"; known ops: ${OP_KINDS.join(', ')}`);
   if (!isPlainObject(input)) throw new ProtocolError('bad_request', `the ${kind} body must be a JSON object`);
-  if (kind === 'register') return { kind, body: validateRegister(input, limits) };
+  if (kind === 'register') {
+    const body = validateRegister(input, limits);
+    checkOtherFields(input, kind, limits);
+    return { kind, body };
+  }
   const session_id = sessionId ?? name(input, 'session_id', limits, true)!;
   switch (kind) {
-    case 'state':
-      return { kind, session_id, body: { state: object(input, 'state', limits, true)! } };
     case 'event':
-      return { kind, session_id, body: validateEvent(input, limits) };
-    case 'metric':
-      return { kind, session_id, body: validateMetric(input, limits) };
+      return { kind, session_id, body: validateEvent(input, limits) }; // walks its keys: checks the others itself
+    case 'metric': {
+      const body = validateMetric(input, limits);
+      checkOtherFields(input, kind, limits);
+      return { kind, session_id, body };
+    }
+    case 'state': {
+      const state = object(input, 'state', limits, true)!;
+      checkOtherFields(input, kind, limits);
+      return { kind, session_id, body: { state } };
+    }
     case 'crash': {
       const body: CrashBody = {};
       const reason = name(input, 'reason', limits);
       if (reason !== undefined) body.reason = reason;
+      checkOtherFields(input, kind, limits);
       return { kind, session_id, body };
     }
     default:
+      checkOtherFields(input, kind, limits);
       return { kind, session_id, body: {} };
   }
+}
+
+/**
+ * Fields an op does not use are ignored (DataCat's daemon does the same, so newer clients keep
+ * working), but they must still be values JSON can carry, nested no deeper than max_depth: a
+ * WebSocket batch is stored as the client's bytes, every field of every op included, and those
+ * bytes must decode again on any thread, whose decoder's recursion is bounded by its stack.
+ */
+const FIELDS_READ: Record<Exclude<OpKind, 'event'>, Set<string>> = {
+  register: new Set(['k', 'q', 'product', 'version', 'parent_pid', 'hostname', 'machine_id']),
+  state: new Set(['k', 'q', 'session_id', 'state']),
+  metric: new Set(['k', 'q', 'session_id', 'name', 'value', 'type', 'delta', 'count', 'unit', 'tags', 'metadata']),
+  crash: new Set(['k', 'q', 'session_id', 'reason']),
+  heartbeat: new Set(['k', 'q', 'session_id']),
+  pause_heartbeat: new Set(['k', 'q', 'session_id']),
+  resume_heartbeat: new Set(['k', 'q', 'session_id']),
+  end: new Set(['k', 'q', 'session_id']),
+};
+
+function checkOtherFields(input: JsonObject, kind: Exclude<OpKind, 'event'>, limits: Limits): void {
+  const read = FIELDS_READ[kind];
+  for (const key in input) if (!read.has(key)) checkDepth(input[key], limits, key);
 }
 
 // Bodies are built by walking the keys the input has and assigning only those (never `delete`,
@@ -85,9 +119,7 @@ function validateEvent(input: JsonObject, limits: Limits): EventBody {
         level = name(input, key, limits);
         break;
       default:
-        // Ignored, but bounded in depth: a batch op is stored as the client's bytes, unknown
-        // fields included, and those bytes must decode again wherever they are read.
-        checkDepth(input[key], limits, key);
+        checkDepth(input[key], limits, key); // ignored, but bounded (see checkOtherFields)
     }
   }
   if (body.category === undefined && level !== undefined) body.category = level;
@@ -113,12 +145,8 @@ function validateMetric(input: JsonObject, limits: Limits): MetricBody {
     if (metadata['buckets'] !== undefined) checkBuckets(metadata['buckets']);
     body.metadata = metadata;
   }
-  // Unknown fields: ignored but bounded in depth, as for events (validateEvent says why).
-  for (const key in input) if (!METRIC_FIELDS.has(key)) checkDepth(input[key], limits, key);
   return body;
 }
-
-const METRIC_FIELDS = new Set(['k', 'q', 'session_id', 'name', 'value', 'type', 'delta', 'count', 'unit', 'tags', 'metadata']);
 
 /** Histogram bucket bounds: ascending numbers, with "inf" (or "+Inf", "Infinity") allowed last. */
 export function parseBucketBound(v: unknown): number | null {

@@ -56,9 +56,9 @@ export function checkValue(value: unknown, limits: Limits, path: string, depth =
 }
 
 /**
- * Only the nesting depth of a value, for fields the daemon ignores: an op kept as the client's
- * own bytes (a WebSocket batch) carries its unknown fields into the outbox, and everything stored
- * there must decode again on any thread, whose decoder recursion is bounded by its stack.
+ * For fields the daemon ignores: only that the value is one JSON can carry (a plain object, an
+ * array, bytes or a scalar; not a Set, Date or other decoder extension) and nests no deeper than
+ * max_depth. Strings, keys and sizes are not checked: the field is never read.
  */
 export function checkDepth(value: unknown, limits: Limits, path: string, depth = 1): void {
   if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return;
@@ -68,7 +68,8 @@ export function checkDepth(value: unknown, limits: Limits, path: string, depth =
     for (let i = 0; i < value.length; i++) checkDepth(value[i], limits, path, depth + 1);
     return;
   }
-  for (const key in value) checkDepth((value as Record<string, unknown>)[key], limits, path, depth + 1);
+  if (!isPlainObject(value)) throw new ProtocolError('invalid_field', `${path} must be a value JSON can carry`);
+  for (const key in value) checkDepth(value[key], limits, path, depth + 1);
 }
 
 export function checkKey(key: string, limits: Limits, path: string): void {

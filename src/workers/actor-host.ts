@@ -164,11 +164,11 @@ class ActorRegistry {
     }
     const limits = this.settings.limits;
     // Validate every op first: the client's bytes are kept as they are (a raw segment) only when
-    // the whole batch is valid. A refused op may hold anything this thread's decoder could read
-    // (say, nesting 10 000 deep), and the raw bytes are read again on the main thread, whose
-    // stack is smaller; a batch with a refused op is re-encoded from its validated ops instead.
+    // every op in them was validated and accepted. The bytes are read again on the main thread,
+    // whose stack is smaller: a refused op, or a resent one skipped unread, may hold anything this
+    // thread's decoder could read (say, nesting 10 000 deep). Such a batch is re-encoded instead.
     const valid: Array<Op | null> = new Array(n).fill(null);
-    let refused = false;
+    let keepRaw = skip === 0;
     for (let i = skip; i < n; i++) {
       const raw = ops[i] as { k?: unknown } | null;
       try {
@@ -176,7 +176,7 @@ class ActorRegistry {
         if (op.kind === 'register') throw new ProtocolError('invalid_field', 'register goes in an "ops" frame, not in a batch');
         valid[i] = op;
       } catch (err) {
-        refused = true;
+        keepRaw = false;
         pushError(errors, index, i, err);
       }
     }
@@ -188,7 +188,7 @@ class ActorRegistry {
           reply.dropped++;
           throw new ProtocolError('dropped', 'the outbox is full: discarded by overflow policy drop_newest');
         }
-        actor.apply(op.kind as ActorOpKind, op.body as never, rt, refused ? undefined : { bytes, index: i });
+        actor.apply(op.kind as ActorOpKind, op.body as never, rt, keepRaw ? { bytes, index: i } : undefined);
         count(reply, op.kind);
       } catch (err) {
         pushError(errors, index, i, err);

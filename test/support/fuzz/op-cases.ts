@@ -279,10 +279,10 @@ const MUTATIONS: Mutation[] = [
       }
       // A batch op names its session in the envelope: a session_id of its own is ignored too.
       if (c.t === 'batch' && c.rng.chance(0.3)) op['session_id'] = c.rng.pick(['nobody', ENDED, 17]);
-      // Events and metrics may be kept as the client's bytes, unknown fields included, so those
-      // are bounded in depth (README "Limits"); other kinds drop them unread.
+      // A batch is kept as the client's bytes, unknown fields included, so those are bounded in
+      // depth in every kind of op (README, "Compatibility notes"), though never read.
       const deepest = Math.max(0, ...names.map((n) => nesting(op[n])));
-      if ((kind === 'event' || kind === 'metric') && deepest > LIMITS.max_depth)
+      if (deepest > LIMITS.max_depth)
         return { kind, op, expect: { code: 'too_deep' }, note: `an unknown field of a ${kind} nests ${deepest} deep (${names.join(', ')})` };
       return { kind, op, expect: OK, note: `unknown fields are ignored (${names.join(', ')})` };
     },
