@@ -490,7 +490,11 @@ export class SyncActor {
       return;
     }
     this.link.requestFailed(outcome.reason);
-    const delay = lane.backoff.fail(outcome.retryAfterMs);
+    this.waitBackoff(lane, lane.backoff.fail(outcome.retryAfterMs));
+  }
+
+  /** The lane waits out its backoff, then queues for a slot again. */
+  private waitBackoff(lane: Lane, delay: number): void {
     lane.status = 'waiting';
     lane.timer = setTimeout(() => {
       lane.timer = null;
@@ -594,14 +598,7 @@ export class SyncActor {
     lane.chunkKey = null;
     lane.after = null;
     lane.lastError = `local store: ${err instanceof Error ? err.message : String(err)}`;
-    const delay = lane.backoff.fail();
-    lane.status = 'waiting';
-    lane.timer = setTimeout(() => {
-      lane.timer = null;
-      this.makeReady(lane);
-      this.pump();
-    }, delay);
-    lane.timer.unref();
+    this.waitBackoff(lane, lane.backoff.fail());
   }
 }
 

@@ -1,18 +1,8 @@
+import type { ErrorCode } from '../protocol/errors.js';
 import type { WireOp } from './wire.js';
 
-/** Per-op codes the daemon reports in acks (docs/protocol.md, "Errors"; README, "Errors"). */
-export type DaemonErrorCode =
-  | 'bad_request'
-  | 'invalid_field'
-  | 'too_deep'
-  | 'too_long'
-  | 'forbidden_key'
-  | 'unknown_op'
-  | 'unknown_session'
-  | 'session_ended'
-  | 'too_many_ops'
-  | 'payload_too_large'
-  | 'internal';
+/** Codes the daemon reports: per op in acks, and in error frames (docs/protocol.md, "Errors"). */
+export type DaemonErrorCode = ErrorCode;
 
 /** Codes the client raises itself. */
 export type ClientErrorCode =

@@ -1,5 +1,6 @@
 import type { DataCatError } from './errors.js';
 import type { MetricType } from './wire.js';
+import type { SessionView } from '../protocol/session-view.js';
 
 export interface ClientOptions {
   /** The daemon: `ws://127.0.0.1:8079` (`/ws?client_id=...` is appended); `http://` works too. */
@@ -171,27 +172,8 @@ export interface ExceptionOptions {
   category?: string;
 }
 
-/** A session as the daemon's store has it (README, "A session"): the answer to getDetails(). */
-export interface SessionDetails {
-  id: string;
-  server_id: string | null;
-  local_id: string | null;
-  product: string;
-  version: string;
-  created_at: string;
-  updated_at: string;
-  ended_at?: string;
-  active: boolean;
-  crashed: boolean;
-  hung: boolean;
-  heartbeat_paused: boolean;
-  synced_with_server: boolean;
-  state: Record<string, unknown>;
-  events: Array<Record<string, unknown>>;
-  metrics: Array<Record<string, unknown>>;
-  last_heartbeat: string | null;
-  hostname: string | null;
-  machine_id: string | null;
-  parent_pid: number | null;
-  [field: string]: unknown;
-}
+/**
+ * A session as the daemon's store has it (README, "A session"): the answer to getDetails().
+ * Fields a newer daemon adds come through as they are.
+ */
+export type SessionDetails = SessionView & { [field: string]: unknown };

@@ -3,7 +3,8 @@ import { ALL_SNAPSHOTS, parseSnapshotKey } from '../outbox/keys.js';
 import type { Directory } from '../actors/directory.js';
 import type { RoundCoordinator } from '../actors/round-coordinator.js';
 import { decodeSnapshot, snapshotKeys } from '../actors/session-snapshot.js';
-import { renderSession, type SessionView } from './session-view.js';
+import type { SessionView } from '../protocol/session-view.js';
+import { renderSession } from './session-view.js';
 
 /**
  * Session reads answer from the snapshots in LevelDB: they work offline, survive restarts, and

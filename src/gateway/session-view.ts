@@ -1,29 +1,6 @@
 import type { SessionIds } from '../actors/directory.js';
 import type { RecentItem, SessionSnapshot } from '../actors/session-snapshot.js';
-
-/** A session as GET /session and GET /sessions answer it (CONTRACT §2). */
-export interface SessionView {
-  id: string;
-  server_id: string | null;
-  local_id: string | null;
-  product: string;
-  version: string;
-  created_at: string;
-  updated_at: string;
-  ended_at?: string;
-  active: boolean;
-  crashed: boolean;
-  hung: boolean;
-  heartbeat_paused: boolean;
-  synced_with_server: boolean;
-  state: Record<string, unknown>;
-  events: Array<Record<string, unknown>>;
-  metrics: Array<Record<string, unknown>>;
-  last_heartbeat: string | null;
-  hostname: string | null;
-  machine_id: string | null;
-  parent_pid: number | null;
-}
+import type { SessionView } from '../protocol/session-view.js';
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 const withTimestamp = (item: RecentItem): Record<string, unknown> => ({ timestamp: iso(item.t), ...item.b });

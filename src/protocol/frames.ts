@@ -4,6 +4,7 @@
  */
 import type { ErrorCode } from './errors.js';
 import type { OpKind } from './ops.js';
+import type { SessionView } from './session-view.js';
 
 /** A numbered op as it travels: `q` the sequence number, `k` the kind, then the body fields. */
 export type WireOp = { q: number; k: OpKind } & Record<string, unknown>;
@@ -62,7 +63,7 @@ export interface RemapFrame {
 export interface SessionFrame {
   t: 'session';
   id: number | string;
-  session: unknown;
+  session: SessionView;
 }
 
 export interface ErrorFrame {
