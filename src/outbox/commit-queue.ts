@@ -24,6 +24,8 @@ export interface Committed {
   chunkSeqs: number[];
 }
 
+type BatchOp = { type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string };
+
 interface Pending {
   ws: WriteSet;
   resolve: (c: Committed) => void;
@@ -113,7 +115,16 @@ export class CommitQueue extends EventEmitter {
       const group = this.pending;
       this.pending = [];
       const next: Counters = { ...this.durable, ...this.allocated };
-      const ops: Array<{ type: 'put'; key: string; value: Uint8Array } | { type: 'del'; key: string }> = [];
+      const ops: BatchOp[] = [];
+      // A key written more than once in one batch is written once, with its last value (what
+      // LevelDB would keep anyway). A client's mark is put once per frame, so under load most of
+      // a batch's puts were the same few marks, and every op costs main-thread time to hand over.
+      const slotOfKey = new Map<string, number>();
+      const write = (op: BatchOp): void => {
+        const slot = slotOfKey.get(op.key);
+        if (slot === undefined) slotOfKey.set(op.key, ops.push(op) - 1);
+        else ops[slot] = op;
+      };
       const results: Committed[] = [];
       let bytes = 0;
       for (const { ws } of group) {
@@ -127,8 +138,8 @@ export class CommitQueue extends EventEmitter {
             next.depth += chunk.count;
             next.bytes += chunk.value.byteLength;
           }
-        if (ws.puts) for (const [key, value] of ws.puts) ops.push({ type: 'put', key, value });
-        if (ws.dels) for (const key of ws.dels) ops.push({ type: 'del', key });
+        if (ws.puts) for (const [key, value] of ws.puts) write({ type: 'put', key, value });
+        if (ws.dels) for (const key of ws.dels) write({ type: 'del', key });
         if (ws.deltas) for (const [name, delta] of Object.entries(ws.deltas)) next[name as keyof CounterDeltas] += delta;
         results.push({ chunkSeqs });
       }
