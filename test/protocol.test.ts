@@ -55,6 +55,37 @@ t.test('depth and forbidden keys are checked everywhere', async (t) => {
   t.ok(validateOp('event', { session_id: 's', name: 'n', extra: { constructor: 'x'.repeat(100_000) } }, limits), 'otherwise still ignored, unread');
 });
 
+t.test('a refused value names the exact place that breaks each rule', async (t) => {
+  // checkValue answers yes/no in one pass and names the field in a second, only for refusals:
+  // every rule must be refused by both, with the path of the first offending part.
+  const refusal = (value: unknown): [string, string] | undefined => {
+    try {
+      validateOp('state', { session_id: 's', state: value }, limits);
+    } catch (err) {
+      if (err instanceof ProtocolError) return [err.code, err.message];
+      throw err;
+    }
+    return undefined;
+  };
+  const nest = (levels: number): unknown => (levels === 0 ? 1 : { n: nest(levels - 1) });
+  const cases: Array<[unknown, string, RegExp]> = [
+    [{ a: [1, { b: 'x'.repeat(70_000) }] }, 'too_long', /^state\.a\[1\]\.b is 70000 characters/],
+    [{ a: { ['k'.repeat(300)]: 1 } }, 'too_long', /^state\.a has a key 300 characters/],
+    [{ a: [{ ok: 1 }, { constructor: 1 }] }, 'forbidden_key', /^state\.a\[1\] uses the key "constructor"/],
+    [JSON.parse('{"a":{"__proto__":{"x":1}}}'), 'forbidden_key', /^state\.a uses the key "__proto__"/],
+    [{ a: { b: NaN } }, 'invalid_field', /^state\.a\.b must be a finite number/],
+    [{ a: [0, 1n] }, 'invalid_field', /^state\.a\[1\] has a type \(bigint\)/],
+    [{ a: { when: new Date(0) } }, 'invalid_field', /^state\.a\.when must be a plain object/],
+    [{ a: nest(limits.max_depth) }, 'too_deep', /^state(\.a)(\.n)+ is nested deeper than max_depth=64/],
+  ];
+  for (const [value, wanted, message] of cases) {
+    const got = refusal(value);
+    t.equal(got?.[0], wanted, `${wanted}: ${String(message)}`);
+    t.match(got?.[1], message);
+  }
+  t.equal(refusal({ a: [1, 'x', true, null, { b: new Uint8Array(3) }], c: nest(limits.max_depth - 2) }), undefined, 'every allowed kind of value passes');
+});
+
 t.test('mergeState: deep merge, null deletes, arrays replace, no-ops detected', async (t) => {
   const s: Record<string, unknown> = {};
   t.same(mergeState(s, { a: 1, b: { c: 2, d: [1, 2] } }), { a: 1, b: { c: 2, d: [1, 2] } });

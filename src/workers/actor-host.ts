@@ -65,8 +65,8 @@ function processProbe(): (pid: number) => boolean {
   };
 }
 
-function count(reply: RoundReply, kind: string): void {
-  reply.applied[kind] = (reply.applied[kind] ?? 0) + 1;
+function count(reply: RoundReply, kind: string, n = 1): void {
+  if (n > 0) reply.applied[kind] = (reply.applied[kind] ?? 0) + n;
 }
 
 /** The actors of one worker and the turn loop that runs a round through them. */
@@ -180,6 +180,10 @@ class ActorRegistry {
         pushError(errors, index, i, err);
       }
     }
+    // Counted here and added once: a property write per op on `applied` showed in the profile.
+    let events = 0;
+    let metrics = 0;
+    let states = 0;
     for (let i = skip; i < n; i++) {
       const op = valid[i];
       if (!op) continue;
@@ -189,11 +193,17 @@ class ActorRegistry {
           throw new ProtocolError('dropped', 'the outbox is full: discarded by overflow policy drop_newest');
         }
         actor.apply(op.kind as ActorOpKind, op.body as never, rt, keepRaw ? { bytes, index: i } : undefined);
-        count(reply, op.kind);
+        if (op.kind === 'event') events++;
+        else if (op.kind === 'metric') metrics++;
+        else if (op.kind === 'state') states++;
+        else count(reply, op.kind);
       } catch (err) {
         pushError(errors, index, i, err);
       }
     }
+    count(reply, 'event', events);
+    count(reply, 'metric', metrics);
+    count(reply, 'state', states);
   }
 }
 
