@@ -5,6 +5,8 @@
  * output's `params` so a result file always says exactly how it was produced.
  */
 
+import { CLIENT_DEFAULTS } from '../src/client/defaults.js';
+
 export const SCENARIOS = ['ws-ingest', 'http-ingest'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
@@ -24,7 +26,11 @@ export interface BenchArgs {
   out: string | null;
   producers: number;
   batch: number;
-  /** Unacked frames each WebSocket producer keeps in flight. */
+  /**
+   * Unacked frames each WebSocket producer keeps in flight. Default: the reference client's own
+   * window (maxInflightOps, 20 000 ops) in frames of `batch`, so the bench loads the daemon the
+   * way a producer using src/client does.
+   */
   window: number;
   /** ws-ingest frame type: `batch` (one session's ops in a bin, the fast path) or `ops`. */
   frame: 'batch' | 'ops';
@@ -55,7 +61,8 @@ flags:
   --out FILE           write the result as JSON (CONTRACT.md section 6)
   --producers N        ws-ingest: WebSocket connections, one client_id + session each (default 8)
   --batch N            ws-ingest: ops per frame (default 100)
-  --window N           ws-ingest: unacked frames per connection (default 20)
+  --window N           ws-ingest: unacked frames per connection (default: the client's
+                       window, 20 000 ops, in frames of --batch: 200 frames of 100)
   --frame batch|ops    ws-ingest: frame type (default batch, the protocol's fast path)
   --mix K=W,...        op mix by weight, kinds event, metric, state (default event=100)
   --workers N          daemon session-actor pool size (default: the daemon's own)
@@ -113,7 +120,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     out: null,
     producers: 8,
     batch: 100,
-    window: 20,
+    window: 0, // 0: resolved from --batch below
     frame: 'batch',
     mix: { event: 100 },
     workers: null,
@@ -224,5 +231,6 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   if (scenario === null) throw new UsageError('missing scenario');
   if (!(SCENARIOS as readonly string[]).includes(scenario)) throw new UsageError(`unknown scenario "${scenario}" (one of ${SCENARIOS.join(', ')})`);
   args.scenario = scenario as Scenario;
+  if (args.window === 0) args.window = Math.ceil(CLIENT_DEFAULTS.maxInflightOps / args.batch);
   return args;
 }

@@ -68,6 +68,7 @@ t.test('ws-ingest writes the contract JSON with the bare-sink baseline', { skip:
   t.ok(out.baseline_ops_per_sec > 0, 'baseline measured');
   t.ok(Math.abs(out.ratio - out.ops_per_sec / out.baseline_ops_per_sec) < 0.001, 'ratio = ops / baseline');
   t.equal(out.params.producers, 2);
+  t.equal(out.params.window_frames, 200, "the client's window: 20 000 ops in frames of 100");
   t.match(res.stdout, /check: queue depth [\d,]+ = acked/, 'acked = persisted check held');
   t.notMatch(res.stdout, /WARNING/);
 });

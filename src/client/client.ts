@@ -7,17 +7,10 @@ import { DataCatError } from './errors.js';
 import { OpBuffer, type OpFrame, type Settle } from './op-buffer.js';
 import { SET_SERVER_ID, Session, type SessionHost } from './session.js';
 import type { ClientEvents, ClientOptions, ClientStats, CloseOptions, RegisterOptions, SessionDetails } from './types.js';
+import { CLIENT_DEFAULTS } from './defaults.js';
 import { buildWsUrl, clientIdInUrl } from './url.js';
 import { CLIENT_ID_PATTERN, CLOSE_CODES, type AckFrame, type ErrorFrame, type OpBody, type RemapFrame, type SessionFrame, type WelcomeFrame } from './wire.js';
 
-const DEFAULTS = {
-  maxInflightOps: 20_000,
-  maxOpsPerFrame: 1000,
-  reconnectBaseMs: 100,
-  reconnectMaxMs: 5000,
-  connectTimeoutMs: 10_000,
-  pingIntervalMs: 15_000,
-} as const;
 
 /** Close codes that mean the daemon could not take a frame of ours: worth an 'error' beyond 'disconnected'. */
 const FRAME_REJECTED: ReadonlySet<number> = new Set([
@@ -103,16 +96,16 @@ export class Client extends EventEmitter<ClientEvents> {
     this.wsUrl = buildWsUrl(options.url, clientId);
     this.headers = { ...options.headers };
     if (options.authToken !== undefined) this.headers['authorization'] = `Bearer ${options.authToken}`;
-    this.maxInflightOps = positiveInt('maxInflightOps', options.maxInflightOps, DEFAULTS.maxInflightOps);
-    this.maxOpsPerFrame = positiveInt('maxOpsPerFrame', options.maxOpsPerFrame, DEFAULTS.maxOpsPerFrame);
+    this.maxInflightOps = positiveInt('maxInflightOps', options.maxInflightOps, CLIENT_DEFAULTS.maxInflightOps);
+    this.maxOpsPerFrame = positiveInt('maxOpsPerFrame', options.maxOpsPerFrame, CLIENT_DEFAULTS.maxOpsPerFrame);
     this.highWaterMark = positiveInt('highWaterMark', options.highWaterMark, 2 * this.maxInflightOps);
     this.lowWaterMark = nonNegativeInt('lowWaterMark', options.lowWaterMark, Math.floor(this.highWaterMark / 2));
     if (this.lowWaterMark > this.highWaterMark) throw new RangeError('lowWaterMark must not exceed highWaterMark');
-    this.connectTimeoutMs = positiveInt('connectTimeoutMs', options.connectTimeoutMs, DEFAULTS.connectTimeoutMs);
-    this.pingIntervalMs = nonNegativeInt('pingIntervalMs', options.pingIntervalMs, DEFAULTS.pingIntervalMs);
+    this.connectTimeoutMs = positiveInt('connectTimeoutMs', options.connectTimeoutMs, CLIENT_DEFAULTS.connectTimeoutMs);
+    this.pingIntervalMs = nonNegativeInt('pingIntervalMs', options.pingIntervalMs, CLIENT_DEFAULTS.pingIntervalMs);
     this.backoff = new Backoff({
-      baseMs: positiveInt('reconnectBaseMs', options.reconnectBaseMs, DEFAULTS.reconnectBaseMs),
-      maxMs: positiveInt('reconnectMaxMs', options.reconnectMaxMs, DEFAULTS.reconnectMaxMs),
+      baseMs: positiveInt('reconnectBaseMs', options.reconnectBaseMs, CLIENT_DEFAULTS.reconnectBaseMs),
+      maxMs: positiveInt('reconnectMaxMs', options.reconnectMaxMs, CLIENT_DEFAULTS.reconnectMaxMs),
     });
     this.frameOps = this.maxOpsPerFrame;
     this.buffer = new OpBuffer((err) => this.reportError(err));
