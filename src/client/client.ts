@@ -11,7 +11,6 @@ import { CLIENT_DEFAULTS } from './defaults.js';
 import { buildWsUrl, clientIdInUrl } from './url.js';
 import { CLIENT_ID_PATTERN, CLOSE_CODES, type AckFrame, type ErrorFrame, type OpBody, type RemapFrame, type SessionFrame, type WelcomeFrame } from './wire.js';
 
-
 /** Close codes that mean the daemon could not take a frame of ours: worth an 'error' beyond 'disconnected'. */
 const FRAME_REJECTED: ReadonlySet<number> = new Set([
   CLOSE_CODES.textFrame,
