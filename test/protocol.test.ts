@@ -1,5 +1,7 @@
 import t from 'tap';
 import { validateOp, mergeState, DEFAULT_LIMITS, ProtocolError } from '../src/protocol/index.js';
+import { packPlain } from '../src/protocol/codec.js';
+import { decodeChunk, encodeChunk } from '../src/outbox/chunk.js';
 
 const limits = DEFAULT_LIMITS;
 const code = (fn: () => unknown): string | undefined => {
@@ -13,14 +15,16 @@ const code = (fn: () => unknown): string | undefined => {
 
 t.test('validateOp keeps known fields, ignores unknown ones, and names the bad field', async (t) => {
   const op = validateOp('event', { session_id: 's', name: 'n', level: 'error', extra: 1, data: { a: 1 }, stacktrace: ['l1', 'l2'] }, limits);
-  t.same(op, { kind: 'event', session_id: 's', body: { name: 'n', category: 'error', data: { a: 1 }, stacktrace: ['l1', 'l2'] } }, 'level fills category; unknown fields dropped; the id beside the body');
-  t.same(validateOp('event', { session_id: 's', name: 'n', category: 'info', level: 'error' }, limits).body, { name: 'n', category: 'info' });
+  t.same(op, { kind: 'event', session_id: 's', body: { name: 'n', category: 'error', level: 'error', data: { a: 1 }, stacktrace: ['l1', 'l2'] } }, 'level kept, and fills category; unknown fields dropped; the id beside the body');
+  t.same(validateOp('event', { session_id: 's', name: 'n', category: 'info', level: 'error' }, limits).body, { name: 'n', category: 'info', level: 'error' });
   t.same(validateOp('event', { name: 'n' }, limits, 'known').session_id, 'known', 'a batch names the session once');
   t.same(validateOp('metric', { session_id: 's', name: 'c', type: 'counter', value: 0, delta: 2 }, limits).body, { name: 'c', type: 'counter', value: 0, delta: 2 });
   t.same((validateOp('metric', { session_id: 's', name: 'c', type: 'counter', delta: 2 }, limits).body as any).value, 0, 'value may be omitted with delta');
   t.equal((validateOp('metric', { session_id: 's', name: 'g', value: 1 }, limits).body as any).type, 'gauge', 'type defaults to gauge');
   t.same(validateOp('register', { product: 'p', version: 'v', parent_pid: 12 }, limits).body, { product: 'p', version: 'v', parent_pid: 12 });
   t.equal(code(() => validateOp('metric', { session_id: 's', name: 'g' }, limits)), 'invalid_field', 'value required without delta');
+  t.match(validateOp('metric', { session_id: 's', name: 'c', delta: 5 }, limits), { body: { type: 'counter', delta: 5, value: 0 } }, 'delta alone makes a counter');
+  t.equal(code(() => validateOp('metric', { session_id: 's', name: 'g', type: 'gauge', value: 1, delta: 5 }, limits)), 'invalid_field', 'delta on a gauge would be lost: refused');
   t.equal(code(() => validateOp('metric', { session_id: 's', name: 'g', value: Infinity }, limits)), 'invalid_field');
   t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', source_line: 1.5 }, limits)), 'invalid_field');
   t.equal(code(() => validateOp('event', { session_id: 's', name: 'n', labels: ['a', 2] }, limits)), 'invalid_field');
@@ -76,6 +80,7 @@ t.test('a refused value names the exact place that breaks each rule', async (t) 
     [{ a: { b: NaN } }, 'invalid_field', /^state\.a\.b must be a finite number/],
     [{ a: [0, 1n] }, 'invalid_field', /^state\.a\[1\] has a type \(bigint\)/],
     [{ a: { when: new Date(0) } }, 'invalid_field', /^state\.a\.when must be a plain object/],
+    [{ a: [{ blob: new Uint8Array(3) }] }, 'invalid_field', /^state\.a\[0\]\.blob is MessagePack bin \(bytes\), which JSON cannot carry/],
     [{ a: nest(limits.max_depth) }, 'too_deep', /^state(\.a)(\.n)+ is nested deeper than max_depth=64/],
   ];
   for (const [value, wanted, message] of cases) {
@@ -83,7 +88,8 @@ t.test('a refused value names the exact place that breaks each rule', async (t) 
     t.equal(got?.[0], wanted, `${wanted}: ${String(message)}`);
     t.match(got?.[1], message);
   }
-  t.equal(refusal({ a: [1, 'x', true, null, { b: new Uint8Array(3) }], c: nest(limits.max_depth - 2) }), undefined, 'every allowed kind of value passes');
+  t.equal(refusal({ a: [1, 'x', true, null, { b: [] }], c: nest(limits.max_depth - 2) }), undefined, 'every allowed kind of value passes');
+  t.ok(validateOp('event', { session_id: 's', name: 'n', blob: new Uint8Array(3) }, limits), 'bytes in a field the daemon never reads are ignored');
 });
 
 t.test('mergeState: deep merge, null deletes, arrays replace, no-ops detected', async (t) => {
@@ -97,4 +103,16 @@ t.test('mergeState: deep merge, null deletes, arrays replace, no-ops detected', 
   const patch = mergeState(s, { n: { deep: 1 } })!;
   mergeState(s, { n: { more: 2 } });
   t.same(patch, { n: { deep: 1 } }, 'an effective patch is not changed by later merges');
+});
+
+t.test('a stored batch op with bytes in a value (kept before bin was refused) still goes up, as it did then', async (t) => {
+  const raw = packPlain([
+    { k: 'event', name: 'old', data: { blob: new Uint8Array([1, 2]) } },
+    { k: 'event', name: 'plain', extra: new Uint8Array([9]) },
+  ]);
+  const ops = decodeChunk(encodeChunk([{ r: raw, t: 1000, i: [0, 1] }]));
+  t.same(ops, [
+    { k: 'event', t: 1000, b: { name: 'old', data: { blob: { type: 'Buffer', data: [1, 2] } } } },
+    { k: 'event', t: 1000, b: { name: 'plain' } },
+  ]);
 });

@@ -17,8 +17,9 @@ export type ErrorCode =
   | 'not_found' // no such path
   | 'method_not_allowed'
   | 'queue_full' // the outbox is full and overflow is "block"
-  | 'dropped' // not an error: discarded on arrival by overflow "drop_newest" (counted)
+  | 'dropped' // discarded on arrival by overflow "drop_newest", as the operator chose (counted): not persisted
   | 'unavailable' // the daemon could not persist the op (disk error, worker failure, shutdown)
+  | 'shutting_down' // HTTP: a request that arrived after the daemon began to stop (SIGTERM); not persisted
   | 'internal';
 
 /** The HTTP status each code answers with (CONTRACT §2). */
@@ -37,8 +38,10 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   not_found: 404,
   method_not_allowed: 405,
   queue_full: 503,
-  dropped: 200,
+  // Not 200: a 200 means persisted (CONTRACT §2, §5). The outbox is full, as for queue_full.
+  dropped: 503,
   unavailable: 503,
+  shutting_down: 503,
   internal: 500,
 };
 

@@ -62,7 +62,8 @@ export interface RemapFrame {
 
 export interface SessionFrame {
   t: 'session';
-  id: number | string;
+  /** The request's id; null when it was not a number or a string. */
+  id: number | string | null;
   session: SessionView;
 }
 

@@ -36,12 +36,16 @@ export interface StateBody {
 /** An event exactly as it goes upstream (CONTRACT §3, without the timestamp added at send time). */
 export interface EventBody {
   name: string;
+  /** The logger name (DataCat's Python client), or the level when the client sent none. */
   category?: string;
+  /** debug, info, warning, error or critical, as DataCat's Python client sends it; kept as sent. */
+  level?: string;
   group?: string;
   labels?: string[];
   message?: string;
   data?: JsonObject;
-  stacktrace?: string[] | string;
+  /** Always a list of lines: a string stack trace is split at validation (DataCat's server and Go client type it so). */
+  stacktrace?: string[];
   exception_type?: string;
   exception_msg?: string;
   source_file?: string;

@@ -86,11 +86,11 @@ function validateRegister(input: JsonObject, limits: Limits): RegisterBody {
 
 function validateEvent(input: JsonObject, limits: Limits): EventBody {
   const body = { name: name(input, 'name', limits, true)! } as EventBody & JsonObject;
-  let level: string | undefined;
   for (const key in input) {
     if (input[key] === undefined || input[key] === null) continue;
     switch (key) {
       case 'category':
+      case 'level':
       case 'group':
       case 'exception_type':
       case 'source_function':
@@ -113,23 +113,25 @@ function validateEvent(input: JsonObject, limits: Limits): EventBody {
       case 'source_line':
         body.source_line = int(input, key, 0, 2 ** 31 - 1);
         break;
-      case 'level':
-        // DataCat's Python client sends `level` beside (or instead of) `category`; the server
-        // keeps only `category`, so `level` fills it in when `category` is absent.
-        level = name(input, key, limits);
-        break;
       default:
         checkDepth(input[key], limits, key); // ignored, but bounded (see checkOtherFields)
     }
   }
-  if (body.category === undefined && level !== undefined) body.category = level;
+  // DataCat's Python client sends `level` (debug … critical) beside `category` (the logger
+  // name), and DataCat's server event has both: `level` is kept as sent, and, as before, also
+  // fills `category` in when the client sent none (a reader of `category` alone still sees it).
+  if (body.category === undefined && body.level !== undefined) body.category = body.level;
   return body;
 }
 
 function validateMetric(input: JsonObject, limits: Limits): MetricBody {
-  const type = (name(input, 'type', limits) ?? 'gauge') as MetricType;
-  if (!METRIC_TYPES.includes(type)) throw new ProtocolError('invalid_field', `type must be one of ${METRIC_TYPES.join(', ')} (got "${type}")`);
   const delta = number(input, 'delta');
+  // `delta` is a counter's increment: without a type it makes the metric a counter, and with
+  // another type it would be stripped on the way up and the increment lost without a word.
+  const type = (name(input, 'type', limits) ?? (delta === undefined ? 'gauge' : 'counter')) as MetricType;
+  if (!METRIC_TYPES.includes(type)) throw new ProtocolError('invalid_field', `type must be one of ${METRIC_TYPES.join(', ')} (got "${type}")`);
+  if (delta !== undefined && type !== 'counter')
+    throw new ProtocolError('invalid_field', `delta is a counter's increment; a ${type} takes value alone (send type "counter", or no delta)`);
   // A counter increment may come as `delta` alone; DataCat's Python client sends value 0 then.
   const value = number(input, 'value', delta === undefined) ?? 0;
   const body: MetricBody = { name: name(input, 'name', limits, true)!, value, type };
@@ -240,13 +242,24 @@ function nameArray(input: JsonObject, key: string, limits: Limits): string[] | u
   return v as string[];
 }
 
-/** A stack trace: one string, or the list of lines Python's traceback module produces. */
-function stacktrace(input: JsonObject, key: string, limits: Limits): string[] | string | undefined {
+/**
+ * A stack trace: the list of lines Python's traceback module produces, or one string. DataCat's
+ * server and Go client type it as a list of strings, so a string is split into its lines (at
+ * \n; the empty line after a final \n is dropped), both for what is stored and what goes
+ * upstream. The string is checked against max_string_length before it is split, as it was sent.
+ */
+function stacktrace(input: JsonObject, key: string, limits: Limits): string[] | undefined {
   const v = present(input, key, false);
   if (v === undefined) return undefined;
-  if (typeof v === 'string' || (Array.isArray(v) && v.every((line) => typeof line === 'string'))) {
+  if (typeof v === 'string') {
     checkValue(v, limits, key);
-    return v as string[] | string;
+    const lines = v.split('\n');
+    if (lines[lines.length - 1] === '') lines.pop();
+    return lines;
+  }
+  if (Array.isArray(v) && v.every((line) => typeof line === 'string')) {
+    checkValue(v, limits, key);
+    return v as string[];
   }
   throw new ProtocolError('invalid_field', `${key} must be a string or an array of strings`);
 }

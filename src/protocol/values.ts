@@ -15,7 +15,8 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 /**
  * Checks an arbitrary JSON/MessagePack value (state, event data, metadata) against the limits:
- * nesting depth, string lengths, key lengths, forbidden keys, and types JSON can carry.
+ * nesting depth, string lengths, key lengths, forbidden keys, and types JSON can carry (so no
+ * MessagePack bin, timestamp or other extension).
  * `path` names the field in the error so the client knows what to fix.
  * Recursive with an explicit depth so a hostile 100k-deep value fails fast instead of
  * overflowing the stack (the decoders already bound depth, this is the second line).
@@ -51,7 +52,6 @@ function withinLimits(value: unknown, limits: Limits, depth: number): boolean {
     for (let i = 0; i < value.length; i++) if (!withinLimits(value[i], limits, depth + 1)) return false;
     return true;
   }
-  if (value instanceof Uint8Array) return true;
   if (!isPlainObject(value)) return false;
   const keys = Object.keys(value);
   for (let i = 0; i < keys.length; i++) {
@@ -86,7 +86,10 @@ function explainRefusal(value: unknown, limits: Limits, path: string, depth: num
     for (let i = 0; i < value.length; i++) explainRefusal(value[i], limits, `${path}[${i}]`, depth + 1);
     return;
   }
-  if (value instanceof Uint8Array) return; // MessagePack bin: opaque bytes, bounded by the frame size
+  // The values go upstream as JSON, which has no bytes: a Node Buffer would arrive as
+  // {"type":"Buffer","data":[…]}, which no reader expects. The client chooses the text form.
+  if (value instanceof Uint8Array)
+    throw new ProtocolError('invalid_field', `${path} is MessagePack bin (bytes), which JSON cannot carry; send it as a string (base64, say) or an array of numbers`);
   if (!isPlainObject(value)) throw new ProtocolError('invalid_field', `${path} must be a plain object`);
   for (const key of Object.keys(value)) {
     checkKey(key, limits, path);
@@ -99,9 +102,10 @@ function explainRefusal(value: unknown, limits: Limits, path: string, depth: num
 }
 
 /**
- * For fields the daemon ignores: only that the value is one JSON can carry (a plain object, an
- * array, bytes or a scalar; not a Set, Date or other decoder extension) and nests no deeper than
- * max_depth. Strings, keys and sizes are not checked: the field is never read.
+ * For fields the daemon ignores: only that the value is one MessagePack can carry (a plain
+ * object, an array, bytes or a scalar; not a Set, Date or other decoder extension) and nests no
+ * deeper than max_depth. Strings, keys and sizes are not checked: the field is never read, never
+ * sent upstream, and only kept as part of a batch's bytes.
  */
 export function checkDepth(value: unknown, limits: Limits, path: string, depth = 1): void {
   if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return;
