@@ -14,13 +14,21 @@ function flakyDisk() {
   const wrap = (db: Db): Db =>
     new Proxy(db, {
       get(target, prop) {
+        // The commit queue writes through a chained batch: its write() is what fails.
         if (prop === 'batch')
-          return async (...args: unknown[]) => {
-            if (state.failing) {
-              state.refused++;
-              throw new Error('simulated: No space left on device');
-            }
-            return (target.batch as (...a: unknown[]) => unknown)(...args);
+          return () => {
+            const batch = target.batch();
+            const write = batch.write.bind(batch);
+            return Object.assign(batch, {
+              write: async (options?: { sync?: boolean }) => {
+                if (state.failing) {
+                  state.refused++;
+                  await batch.close();
+                  throw new Error('simulated: No space left on device');
+                }
+                return write(options);
+              },
+            });
           };
         const v = Reflect.get(target, prop);
         return typeof v === 'function' ? v.bind(target) : v;
@@ -121,4 +129,17 @@ t.test('a damaged store: one clear error naming data_dir, and `datacat-daemon re
   t.equal((await again.api.get('/health')).body.queue.depth, 21, 'create + 20 events survived');
   t.equal((await again.api.get(`/session?session_id=${id}`)).body.events.length, 20);
   await again.kill('SIGTERM');
+});
+
+t.test('a data_dir that cannot be made: one clear line at once, naming it', async (t) => {
+  const file = join(t.testdir(), 'a-file');
+  writeFileSync(file, 'not a directory');
+  const inTheWay = await run(['--port', '0', '--data-dir', join(file, 'data')]);
+  t.equal(inTheWay.code, 2, 'a bad value: exit 2');
+  t.match(inTheWay.out, `cannot create data_dir ${join(file, 'data')}: ENOTDIR`);
+  // Under /proc, mkdir answers ENOENT although the parent exists: Node's recursive mkdir spun
+  // on that forever at 100% CPU; the daemon says so and stops.
+  const inProc = await run(['--port', '0', '--data-dir', '/proc/datacat-daemon-test/data']);
+  t.equal(inProc.code, 2);
+  t.match(inProc.out, /cannot create data_dir \/proc\/datacat-daemon-test\/data: ENOENT/);
 });

@@ -1,7 +1,8 @@
 import { pack, unpack } from '../protocol/codec.js';
+import { ProtocolError } from '../protocol/errors.js';
 import { validateOp } from '../protocol/validate.js';
 import type { Limits } from '../protocol/limits.js';
-import type { JsonObject, MetricBody } from '../protocol/ops.js';
+import type { JsonObject, MetricBody, Op } from '../protocol/ops.js';
 
 /** What goes upstream, one entry per DataCat REST request (CONTRACT §3). Heartbeats are not queued. */
 export type UpstreamKind = 'create' | 'state' | 'event' | 'metric' | 'end' | 'crash';
@@ -13,6 +14,17 @@ export interface UpstreamOp {
   t: number;
   /** The request body without `timestamp` (added at send time from `t`). */
   b: Record<string, unknown>;
+  /**
+   * A create only: the server already refused it, answering /register's own attempt with a 4xx
+   * (this is that answer). It is not retried: the sync actor makes it a dead letter without
+   * sending it again (CONTRACT §3). Replaying the dead letter sends it.
+   */
+  refused?: string;
+  /**
+   * A metric the daemon made from a session's counter or histogram aggregates (its periodic
+   * snapshot), not one the client sent: reads do not list it among the session's recent metrics.
+   */
+  agg?: true;
 }
 
 /**
@@ -74,11 +86,32 @@ export function decodeChunk(bytes: Uint8Array): UpstreamOp[] {
       const item = raw[i] as { k?: unknown };
       // The same normalization as at ingest (known fields only, `level` → category), so what is
       // sent is exactly what would have been stored had the op been re-encoded.
-      const op = validateOp(String(item.k), item, UNBOUNDED, '-');
+      const op = renormalize(item);
       if (op.kind === 'event') out.push({ k: 'event', t: e.t, b: op.body as unknown as JsonObject });
       else if (op.kind === 'metric') out.push({ k: 'metric', t: e.t, b: metricUpstreamBody(op.body) });
     }
   }
+  return out;
+}
+
+function renormalize(item: { k?: unknown }): Op {
+  try {
+    return validateOp(String(item.k), item, UNBOUNDED, '-');
+  } catch (err) {
+    // Stores written before MessagePack bin was refused in values can hold some in a batch's
+    // bytes: such an op goes up as it did then (a Buffer's JSON form) rather than stranding
+    // its session's queue.
+    if (!(err instanceof ProtocolError) || err.code !== 'invalid_field') throw err;
+    return validateOp(String(item.k), bytesAsJson(item) as JsonObject, UNBOUNDED, '-');
+  }
+}
+
+function bytesAsJson(v: unknown): unknown {
+  if (v instanceof Uint8Array) return { type: 'Buffer', data: Array.from(v) };
+  if (Array.isArray(v)) return v.map(bytesAsJson);
+  if (v === null || typeof v !== 'object') return v;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(v)) out[key] = bytesAsJson((v as Record<string, unknown>)[key]);
   return out;
 }
 

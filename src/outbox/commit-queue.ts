@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Db } from './store.js';
-import { COUNTERS, chunkKey } from './keys.js';
+import { COUNTERS, chunkKey, replayedChunkKey } from './keys.js';
 import { type Counters, type CounterDeltas, encodeCounters } from './counters.js';
 
 /** One session's ops from one round, already encoded by the actor (see outbox/chunk.ts). */
@@ -9,6 +9,11 @@ export interface Chunk {
   /** Ops in the chunk; the chunk takes `count` consecutive sequence numbers. */
   count: number;
   value: Uint8Array;
+  /**
+   * A replayed dead letter: the op's original number, which places it in the session's queue
+   * (keys.ts, replayedChunkKey); the chunk still takes a fresh number of its own.
+   */
+  sortsAs?: number;
 }
 
 /** Everything one producer (a round, the sync actor, an admin call) needs written atomically. */
@@ -133,7 +138,8 @@ export class CommitQueue extends EventEmitter {
         if (ws.chunks)
           for (const chunk of ws.chunks) {
             chunkSeqs.push(next.seq);
-            ops.push({ type: 'put', key: chunkKey(chunk.sn, next.seq), value: chunk.value });
+            const key = chunk.sortsAs === undefined ? chunkKey(chunk.sn, next.seq) : replayedChunkKey(chunk.sn, chunk.sortsAs, next.seq);
+            ops.push({ type: 'put', key, value: chunk.value });
             next.seq += chunk.count;
             next.depth += chunk.count;
             next.bytes += chunk.value.byteLength;
@@ -145,7 +151,7 @@ export class CommitQueue extends EventEmitter {
       }
       ops.push({ type: 'put', key: COUNTERS, value: encodeCounters(next) });
       try {
-        await this.db.batch(ops, { sync: this.options.sync });
+        await writeBatch(this.db, ops, this.options.sync);
         this.durable = next;
         this.batchesWritten++;
         this.pendingBytes -= bytes;
@@ -165,6 +171,26 @@ export class CommitQueue extends EventEmitter {
     this.idleWaiters = [];
     for (const w of waiters) w();
   }
+}
+
+/**
+ * Writes one batch through LevelDB's chained batch, which hands each op straight to the native
+ * WriteBatch. The array form (`db.batch(ops)`) clones every op and sets its encodings on the
+ * clone; with the daemon's mix of shapes that took 16 % of the main thread under HTTP load, mostly
+ * in V8 inline-cache misses. Measured: http-ingest 19.7–19.9 k → 22.7–23.7 k ops/s.
+ */
+async function writeBatch(db: Db, ops: BatchOp[], sync: boolean): Promise<void> {
+  const batch = db.batch();
+  try {
+    for (const op of ops) {
+      if (op.type === 'put') batch.put(op.key, op.value);
+      else batch.del(op.key);
+    }
+  } catch (err) {
+    await batch.close();
+    throw err;
+  }
+  await batch.write({ sync });
 }
 
 function sizeOf(ws: WriteSet): number {

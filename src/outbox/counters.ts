@@ -26,12 +26,17 @@ export interface Counters {
   local: number;
   /** Remaps recorded, ever. */
   remaps: number;
+  /**
+   * Upstream requests whose outcome the daemon could not know, ever (possible duplicates): a
+   * timeout or reset after sending, and after a kill, what its send leases covered (keys.ts).
+   */
+  in_doubt: number;
 }
 
-export const ZERO_COUNTERS: Readonly<Counters> = { seq: 1, depth: 0, bytes: 0, dead: 0, dropped: 0, dropped_newest: 0, dropped_oldest: 0, sessions: 0, local: 0, remaps: 0 };
+export const ZERO_COUNTERS: Readonly<Counters> = { seq: 1, depth: 0, bytes: 0, dead: 0, dropped: 0, dropped_newest: 0, dropped_oldest: 0, sessions: 0, local: 0, remaps: 0, in_doubt: 0 };
 
 /** Changes a write set makes to the accounting counters; applied when its batch is built. */
-export type CounterDeltas = Partial<Pick<Counters, 'depth' | 'bytes' | 'dead' | 'dropped' | 'dropped_newest' | 'dropped_oldest' | 'remaps'>>;
+export type CounterDeltas = Partial<Pick<Counters, 'depth' | 'bytes' | 'dead' | 'dropped' | 'dropped_newest' | 'dropped_oldest' | 'remaps' | 'in_doubt'>>;
 
 export function encodeCounters(c: Counters): Uint8Array {
   return pack(c);

@@ -11,6 +11,7 @@
  *   k!counters              Counters (see counters.ts), rewritten in every batch
  *   q!<sn>!<seq>            outbox chunk: ops of one session from one round; seq = first op's seq
  *   c!<sn>                  delivery cursor inside the session's head chunk
+ *   l!<sn>                  send lease: the session's lane may have up to N sends past its cursor unrecorded
  *   d!<seq>                 dead letter (one op)
  *   s!<sn>                  session snapshot: core (status, times, ids; written when it changes)
  *   t!<sn>                  session snapshot: merged state (written when the state changes)
@@ -39,11 +40,31 @@ export const chunkKey = (sn: number, seq: number): string => `q!${hex(sn, SN_WID
 /** Bounds that select exactly one session's outbox chunks (for `gt`/`lt` iteration). */
 export const chunkRange = (sn: number): { gt: string; lt: string } => ({ gt: `q!${hex(sn, SN_WIDTH)}!`, lt: `q!${hex(sn, SN_WIDTH)}!~` });
 export const ALL_CHUNKS = { gt: 'q!', lt: 'q!~' };
+/**
+ * A replayed dead letter's chunk: `q!<sn>!<place>!<seq>`. It takes a fresh `seq` (its number from
+ * now on: the cursor and any new dead letter go by it), and `place` = its original number − 1
+ * puts it after every chunk of ops numbered before it and before the chunk that held it, should
+ * that chunk still be queued. Under its original key it overwrote that chunk, and lost the
+ * ops still queued in it.
+ */
+export const replayedChunkKey = (sn: number, originalSeq: number, seq: number): string =>
+  `q!${hex(sn, SN_WIDTH)}!${hex(Math.max(originalSeq - 1, 0), SEQ_WIDTH)}!${hex(seq, SEQ_WIDTH)}`;
 export function parseChunkKey(key: string): { sn: number; seq: number } {
-  return { sn: parseInt(key.slice(2, 2 + SN_WIDTH), 16), seq: parseInt(key.slice(3 + SN_WIDTH), 16) };
+  const rest = key.slice(3 + SN_WIDTH);
+  const own = rest.length > SEQ_WIDTH ? rest.slice(SEQ_WIDTH + 1) : rest;
+  return { sn: parseInt(key.slice(2, 2 + SN_WIDTH), 16), seq: parseInt(own, 16) };
 }
 
 export const cursorKey = (sn: number): string => `c!${hex(sn, SN_WIDTH)}`;
+
+/**
+ * A lane's send lease, written before its first send of a run and deleted when the run ends with
+ * every delivery recorded. One left behind by a kill says those sends may have reached the server
+ * unrecorded: the restart counts them in doubt (SyncActor.countLeftLeases).
+ */
+export const leaseKey = (sn: number): string => `l!${hex(sn, SN_WIDTH)}`;
+export const ALL_LEASES = { gt: 'l!', lt: 'l!~' };
+export const parseLeaseKey = (key: string): number => parseInt(key.slice(2), 16);
 
 export const deadKey = (seq: number): string => `d!${hex(seq, SEQ_WIDTH)}`;
 export const ALL_DEAD = { gt: 'd!', lt: 'd!~' };

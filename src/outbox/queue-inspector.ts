@@ -107,8 +107,8 @@ export class QueueInspector {
   }
 
   /**
-   * Moves every dead letter back into its session's queue under its original sequence number,
-   * so it sorts where it was (a replayed create comes before the ops that needed it). Returns the
+   * Moves every dead letter back into its session's queue where its original sequence number
+   * places it (a replayed create comes before the ops that needed it). Returns the
    * sessions touched (their lanes must read from the start again) and how many were replayed.
    */
   async replay(): Promise<{ replayed: number; sessions: Set<number> }> {
@@ -117,14 +117,12 @@ export class QueueInspector {
     for (;;) {
       const batch = await this.db.iterator({ ...ALL_DEAD, limit: REPLAY_BATCH }).all();
       if (batch.length === 0) break;
-      const ws: WriteSet = { puts: [], dels: [], deltas: { depth: 0, bytes: 0, dead: 0 } };
+      // Each op a chunk of its own, placed by its original number (keys.ts, replayedChunkKey).
+      const ws: WriteSet = { chunks: [], dels: [], deltas: { dead: 0 } };
       for (const [key, value] of batch) {
         const d = unpack(value) as DeadLetter;
-        const chunk = encodeChunk([d.op]);
-        ws.puts!.push([chunkKey(d.sn, parseDeadKey(key)), chunk]);
-        ws.dels!.push(deadKey(d.seq));
-        ws.deltas!.depth! += 1;
-        ws.deltas!.bytes! += chunk.byteLength;
+        ws.chunks!.push({ sn: d.sn, count: 1, value: encodeChunk([d.op]), sortsAs: parseDeadKey(key) });
+        ws.dels!.push(key);
         ws.deltas!.dead! -= 1;
         sessions.add(d.sn);
       }

@@ -1,4 +1,5 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { FORMAT_VERSION, META_VERSION } from './keys.js';
 
@@ -19,7 +20,7 @@ export class StoreError extends Error {
  */
 export async function openStore(dir: string): Promise<Db> {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDirectories(dir);
   } catch (err) {
     throw new StoreError(`cannot create data_dir ${dir}: ${(err as Error).message}`, { cause: err });
   }
@@ -46,6 +47,35 @@ export async function openStore(dir: string): Promise<Db> {
     );
   }
   return db;
+}
+
+/**
+ * `mkdir -p`, one component at a time. Node's own `recursive: true` spins forever at 100% CPU
+ * where mkdir answers ENOENT for a directory whose parent exists (under /proc, for one); this
+ * answers with that error instead.
+ */
+export function makeDirectories(dir: string): void {
+  const path = resolve(dir);
+  const parent = dirname(path);
+  let exists: boolean;
+  try {
+    exists = statSync(path).isDirectory() || fail(`${path} is not a directory`, 'ENOTDIR');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    exists = false;
+  }
+  if (exists) return;
+  if (parent !== path) makeDirectories(parent);
+  try {
+    mkdirSync(path);
+  } catch (err) {
+    // Made meanwhile by someone else: as good as made here.
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(path).isDirectory()) throw err;
+  }
+}
+
+function fail(message: string, code: string): never {
+  throw Object.assign(new Error(`${code}: ${message}`), { code });
 }
 
 /** One line saying what is wrong with the store and what to do about it. */
