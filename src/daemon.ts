@@ -1,5 +1,5 @@
 import type { DaemonConfig } from './config/index.js';
-import { assertSafeToExpose } from './config/exposure.js';
+import { exposureWarning, servesOnlyLocalClients } from './config/exposure.js';
 import { openStore, type Db } from './outbox/store.js';
 import { ALL_ACTIVE, COUNTERS, parseActiveKey } from './outbox/keys.js';
 import { decodeCounters } from './outbox/counters.js';
@@ -11,7 +11,8 @@ import { limitsFrom } from './protocol/limits.js';
 import { ActorPool } from './workers/actor-pool.js';
 import { Directory } from './actors/directory.js';
 import { RoundCoordinator } from './actors/round-coordinator.js';
-import type { SyncActor } from './actors/sync-actor.js';
+import { dutyTickMs } from './actors/session-actor.js';
+import type { RegisterCreate, SyncActor } from './actors/sync-actor.js';
 import { Ingest } from './gateway/ingest.js';
 import { SessionReads } from './gateway/session-reads.js';
 import { HttpGateway, TextAnswer } from './gateway/http-server.js';
@@ -70,6 +71,7 @@ export class Daemon {
   metrics: DaemonMetrics | null = null;
   private closing: Promise<void> | null = null;
   private readonly ticker: NodeJS.Timeout;
+  private readonly dutyTicker: NodeJS.Timeout;
   private readonly background: Promise<void>;
   /** Ops accepted and delivered, sampled once a second for /health's rates. */
   private readonly samples: Array<[accepted: number, sent: number]> = [];
@@ -95,11 +97,13 @@ export class Daemon {
     ({ db: this.db, commits: this.commits, directory: this.directory, pool: this.pool, rounds: this.rounds, ingest: this.ingest, http: this.http, ws: this.ws, port: this.port, reclaimer: this.reclaimer, limit: this.limit } = parts);
     this.inspector = new QueueInspector(this.db, this.commits, this.directory, (sn) => this.sync?.headInfo(sn) ?? null);
     this.background = this.startBackground(parts);
-    // Once a second: the actors' periodic duties (persisting activity that is due, heartbeat and
-    // parent checks, aggregates), ended sessions idle for session_idle_seconds leave worker
-    // memory (active ones stay: their actors watch heartbeats), and the rates are sampled.
+    // The actors' periodic duties (persisting activity that is due, heartbeat and parent checks,
+    // aggregates), once a second or on batch_interval_seconds' own beat (dutyTickMs).
+    this.dutyTicker = setInterval(() => void this.rounds.tick('due').catch(() => undefined), dutyTickMs(config.batch_interval_seconds)); // a failed round: the next tick retries
+    this.dutyTicker.unref();
+    // Once a second: ended sessions idle for session_idle_seconds leave worker memory (active
+    // ones stay: their actors watch heartbeats), and the rates are sampled.
     this.ticker = setInterval(() => {
-      void this.rounds.tick('due').catch(() => undefined); // a failed round: the next tick retries
       this.rounds.passivateIdle(config.session_idle_seconds * 1000);
       // drop_oldest makes room when an op arrives over the bound; the tick makes sure it goes on
       // until the outbox is back under its low-water mark, whatever interrupted it.
@@ -111,7 +115,6 @@ export class Daemon {
   }
 
   static async start(config: DaemonConfig, options: DaemonOptions = {}): Promise<Daemon> {
-    assertSafeToExpose(config);
     const logger = options.logger ?? silentLogger;
     const rawDb = await openStore(config.data_dir);
     const db = options.wrapDb ? options.wrapDb(rawDb) : rawDb;
@@ -128,7 +131,7 @@ export class Daemon {
       watched_parent_pid: options.watchParent && process.ppid > 1 ? process.ppid : null,
       limits,
     });
-    const rounds = new RoundCoordinator(pool, commits, db, active);
+    const rounds = new RoundCoordinator(pool, commits, db, active, config.recent_events_limit + config.recent_metrics_limit);
     const limit = new QueueLimit(config.queue_max_bytes, config.overflow, commits);
     let daemon: Daemon | null = null;
     const ingest = new Ingest(
@@ -139,6 +142,7 @@ export class Daemon {
       (body, timeoutMs) => daemon!.createNow(body, timeoutMs),
       limit,
       () => daemon?.sync?.makeRoom(limit),
+      (sn, late) => daemon?.sync?.adoptCreate(sn, late),
     );
     const reads = new SessionReads(db, directory, rounds, (sn) => daemon?.sync?.hasPending(sn) ?? true);
     const routes = buildRoutes({
@@ -151,13 +155,14 @@ export class Daemon {
       replay: () => daemon!.replay(),
       metrics: () => daemon!.renderMetrics(),
     });
-    const auth = new AuthCheck(config.auth_token);
+    const auth = new AuthCheck(config.auth_token, servesOnlyLocalClients(config));
     const http = new HttpGateway({ host: config.host, port: config.daemon_port, max_body_bytes: config.max_body_bytes, auth, routes, retryAfterSeconds: () => 1 });
     // Why WebSocket connections stop being read: too much waiting for LevelDB, or (overflow
     // block) a full outbox, which clients are told about.
     const overloaded = (): Overload =>
       commits.pendingBytes > config.max_pending_bytes ? 'pending_writes' : limit.policy === 'block' && limit.full ? 'queue_full' : null;
     const ws = new WsGateway({ server: http.server, auth, marks: new ClientMarks(db), ingest, reads, limits, maxInflightOps: config.ws_max_inflight_ops, overloaded, version: VERSION });
+    rounds.listeningSince = () => ws.listeningSince();
     // Paused sockets read again once the backlog or the outbox is below its bound (the sync
     // actor's consumption is written through the same queue, so this sees it).
     let lastOverload: Overload = null;
@@ -167,6 +172,9 @@ export class Daemon {
       lastOverload = now;
     });
     const { port } = await http.listen();
+    // Said once the address is taken: a daemon that fails to start says only why.
+    const exposure = exposureWarning(config);
+    if (exposure) logger.warn(exposure);
     daemon = new Daemon(config, logger, { db, commits, directory, pool, rounds, ingest, limit, reclaimer: new Reclaimer(db), http, ws, port });
     logger.info({ port, host: config.host, data_dir: config.data_dir, server_url: redactUrl(config.server_url) }, 'datacat daemon listening');
     if (options.watchParent) {
@@ -180,6 +188,9 @@ export class Daemon {
 
   /** Loads and starts what the first /health does not need: the sync actor and the metrics. */
   private async startBackground({ db, commits, directory, rounds, ws, reclaimer }: Parts): Promise<void> {
+    // Sessions that were active when the daemon stopped get their actors back now, not at their
+    // next op: their applications may be gone, which is what the hang and parent watch are for.
+    const reactivated = rounds.reactivate().catch((err: unknown) => this.logger.warn({ err }, 'could not reload every active session; the rest load at their next op'));
     const [{ UpstreamClient }, { SyncActor }, { DaemonMetrics }] = await Promise.all([
       import('./upstream/upstream-client.js'),
       import('./actors/sync-actor.js'),
@@ -206,7 +217,7 @@ export class Daemon {
       acceptedByKind: () => rounds.acceptedByKind,
       sentByKind: () => sync.stats.sentByKind,
       retriedByKind: () => sync.stats.retriedByKind,
-      inDoubt: () => sync.stats.inDoubt,
+      inDoubt: () => sync.inDoubt,
       sessions: () => ({ active: rounds.activeSessions.size, hung: rounds.hungSessions.size, known: directory.size }),
       workers: () => ({ size: this.pool.size, alive: this.pool.alive, restarts: this.pool.restarts }),
       upstreamOnline: () => sync.link.online,
@@ -214,14 +225,14 @@ export class Daemon {
     this.metrics = metrics;
     rounds.onAck = (seconds) => metrics.ackLatency.observe(seconds);
     upstream.onRequest = (seconds, outcome) => metrics.upstreamLatency.observe({ outcome }, seconds);
-    sync.startHeartbeats(this.config.upstream_heartbeat_seconds * 1000, function* live() {
-      for (const sn of rounds.activeSessions) if (!rounds.hungSessions.has(sn)) yield sn;
-    });
+    // Live: active and not hung.
+    sync.startHeartbeats(this.config.upstream_heartbeat_seconds * 1000, () => rounds.activeSessions, (sn) => rounds.activeSessions.has(sn) && !rounds.hungSessions.has(sn));
     rounds.afterCommit = (sns) => {
       const now = Date.now();
       for (const sn of sns) sync.notify(sn, now);
     };
     await sync.start();
+    await reactivated;
   }
 
   /**
@@ -229,11 +240,11 @@ export class Daemon {
    * while the sync actor is still loading (just after startup) waits for it within that budget
    * rather than settling for a local id.
    */
-  async createNow(body: Record<string, unknown>, timeoutMs: number): Promise<string | null> {
+  async createNow(body: Record<string, unknown>, timeoutMs: number): Promise<RegisterCreate> {
     const started = Date.now();
     if (!this.sync) await Promise.race([this.background.catch(() => undefined), new Promise((r) => setTimeout(r, timeoutMs))]);
     const left = timeoutMs - (Date.now() - started);
-    return this.sync && left > 0 ? this.sync.createNow(body, left) : null;
+    return this.sync && left > 0 ? this.sync.createNow(body, left) : { server_id: null, refused: null };
   }
 
   /** Resolves once the sync actor runs (it is loaded after the daemon listens). */
@@ -253,7 +264,11 @@ export class Daemon {
       pid: process.pid,
       version: VERSION,
       sessions: this.rounds.activeSessions.size,
-      upstream: this.sync?.link.health() ?? { url: redactUrl(this.config.server_url), online: false, attempt: 0, next_retry_at: null, last_error: null, last_success_at: null },
+      upstream: {
+        ...(this.sync?.link.health() ?? { url: redactUrl(this.config.server_url), online: false, attempt: 0, next_retry_at: null, last_error: null, last_success_at: null, failures_since_success: 0 }),
+        // Possible duplicates upstream, ever (CONTRACT §5.2): persisted, so a kill does not reset it.
+        in_doubt: this.sync?.inDoubt ?? c.in_doubt,
+      },
       queue: {
         depth: c.depth,
         bytes: c.bytes,
@@ -278,9 +293,9 @@ export class Daemon {
 
   /**
    * The application that started this daemon is gone (a per-application daemon, README): every
-   * active session is marked crashed (event daemon_parent_exited, crash op), everything is
-   * persisted, and, while the upstream is online, the queue gets up to exit_drain_seconds to
-   * drain before the daemon stops.
+   * active session is marked crashed (its parent_process_crashed or daemon_parent_exited event,
+   * then a crash op), everything is persisted, and, while the upstream is online, the queue gets
+   * up to exit_drain_seconds to drain before the daemon stops.
    */
   async parentExited(parentPid: number): Promise<void> {
     const rt = Date.now();
@@ -324,6 +339,7 @@ export class Daemon {
   close(): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.ticker);
+      clearInterval(this.dutyTicker);
       const httpClosed = this.http.close();
       await this.ws.close();
       await this.rounds.drain();

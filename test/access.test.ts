@@ -1,31 +1,40 @@
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { BIN, JsonClient, spawnDaemon, startTestDaemon, until } from './support/daemon-harness.js';
 import { startFakeUpstream } from './support/fake-upstream.js';
 import { RawWs } from './support/raw-ws.js';
 
-function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env['PATH'] ?? '', HOME: '/tmp' }, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    p.stderr!.on('data', (d: Buffer) => (stderr += d));
-    p.on('exit', (code) => resolve({ code, stderr }));
-  });
-}
-
-t.test('binds 127.0.0.1 by default; a non-loopback address needs auth_token', async (t) => {
+t.test('binds 127.0.0.1 by default; beyond loopback without auth_token it serves only local clients', async (t) => {
   const { daemon } = await startTestDaemon(t, join(t.testdir(), 'default'), { server_url: 'http://127.0.0.1:9' });
   t.equal((daemon.http.server.address() as AddressInfo).address, '127.0.0.1');
   const dir = t.testdir();
-  const refused = await run(['--port', '0', '--host', '0.0.0.0', '--data-dir', join(dir, 'refused')]);
-  t.equal(refused.code, 2);
-  t.equal(refused.stderr.trim().split('\n').length, 1, 'one line');
-  t.match(refused.stderr, /auth_token is required when host is not a loopback address/);
+  const open = await spawnDaemon(t, ['--host', '0.0.0.0', '--server-url', 'http://127.0.0.1:9', '--data-dir', join(dir, 'no-token')]);
+  t.ok(
+    open.stderr.some((line) => /"level":40/.test(line) && /only clients on this machine are served/.test(line)),
+    'starts, and warns once that only local clients are served',
+  );
+  const registered = await open.api.post('/register', { product: 'p', version: '1' });
+  t.equal(registered.status, 200, 'a client on loopback is served');
+  // Another machine, as far as the daemon can tell: this machine's own non-loopback address.
+  const external = Object.values(networkInterfaces())
+    .flat()
+    .find((i) => i && i.family === 'IPv4' && !i.internal);
+  if (!external) t.skip('no non-loopback IPv4 interface here');
+  else {
+    const remote = new JsonClient(`http://${external.address}:${open.port}`);
+    const refused = await remote.post('/event', { session_id: registered.body.session_id, name: 'e' });
+    t.equal(refused.status, 401, 'a client from another address is refused');
+    t.match(refused.body.details, /serves only clients on its own machine; set auth_token/);
+    t.equal((await remote.get('/health')).status, 200, '/health stays open');
+    await t.rejects(RawWs.open(`http://${external.address}:${open.port}`, 'c'), { status: 401 }, 'and so is its WebSocket upgrade');
+  }
+  await open.kill('SIGTERM');
   const exposed = await spawnDaemon(t, ['--host', '0.0.0.0', '--auth-token', 'tok', '--data-dir', join(dir, 'exposed')]);
+  t.notOk(exposed.stderr.some((line) => /only clients on this machine/.test(line)), 'no warning with a token');
   t.equal((await exposed.api.get('/health')).status, 200, 'starts with a token');
   t.equal((await exposed.api.get('/sessions')).status, 401);
   await exposed.kill('SIGTERM');

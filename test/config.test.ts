@@ -191,6 +191,11 @@ t.test('boolean forms', async (t) => {
 
   const r = load({ cwd, argv: ['--tls-insecure-skip-verify', 'start'] });
   t.equal(r.config.tls_insecure_skip_verify, true, 'bare boolean flag does not eat the next argument');
+  // The value as a separate argument: dropping it would turn `false` into true (TLS checks off).
+  t.equal(ec(['--enable-compression', 'false']), false, '--flag false');
+  t.equal(ec(['--enable-compression', 'No', '--workers', '2']), false, '--flag No, then other flags');
+  t.equal(load({ cwd, argv: ['--tls-insecure-skip-verify', 'false'] }).config.tls_insecure_skip_verify, false, '--tls-insecure-skip-verify false');
+  t.equal(load({ cwd, argv: ['--tls-insecure-skip-verify', '1'] }).config.tls_insecure_skip_verify, true, '--flag 1');
 
   throwsConfigError(t, { cwd, argv: ['--no-enable-compression=true'] }, '--no-enable-compression', 'takes no value');
 });

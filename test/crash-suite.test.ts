@@ -5,7 +5,8 @@
  * - every acked op reached the upstream (lost = 0), per-session order held;
  * - with the upstream down during the kills there are no duplicates at all;
  * - with it up, duplicates come only from deliveries whose record the kill cut off (in doubt),
- *   bounded by what can be in flight: sync_concurrency lanes x 16 pipelined records per kill.
+ *   every one counted in /health's upstream.in_doubt across the kills (the lanes' send leases),
+ *   and bounded by what can be in flight: sync_concurrency lanes x 16 pipelined records per kill.
  *
  * DATACAT_SOAK=1 runs many more kills (README, "Guarantees and how they are tested").
  */
@@ -46,6 +47,8 @@ interface Outcome {
   lost: number;
   duplicates: number;
   orderBroken: number;
+  /** /health upstream.in_doubt at the end: requests counted in doubt across every kill. */
+  inDoubt: number;
 }
 
 async function crashRun(t: Tap.Test, upstream: FakeUpstream, upDuringKills: boolean, seed: number): Promise<Outcome> {
@@ -105,7 +108,7 @@ async function crashRun(t: Tap.Test, upstream: FakeUpstream, upDuringKills: bool
   await daemon.api.ok('/flush');
   await until(async () => (await daemon.api.get('/health')).body.queue.depth === 0, 'the queue drained', 30_000);
 
-  const out: Outcome = { acked: 0, lost: 0, duplicates: 0, orderBroken: 0 };
+  const out: Outcome = { acked: 0, lost: 0, duplicates: 0, orderBroken: 0, inDoubt: (await daemon.api.get('/health')).body.upstream.in_doubt };
   for (const [id, numbers] of acked) {
     const serverId = (await daemon.api.get(`/session?session_id=${id}`)).body.server_id as string;
     const delivered = upstream.sessions.get(serverId)!.ops.filter((o) => o.kind === 'event').map((o) => o.body.data.n as number);
@@ -140,9 +143,10 @@ t.test(`SIGKILLs while the upstream is up: nothing lost, order held, duplicates 
   const upstream = await startFakeUpstream();
   t.teardown(() => upstream.close());
   const o = await crashRun(t, upstream, true, seed + 1);
-  t.comment(`acked=${o.acked} lost=${o.lost} duplicates=${o.duplicates} kills=${KILLS}`);
+  t.comment(`acked=${o.acked} lost=${o.lost} duplicates=${o.duplicates} in_doubt=${o.inDoubt} kills=${KILLS}`);
   t.ok(o.acked > 1000, `${o.acked} acked ops`);
   t.equal(o.lost, 0, 'lost');
   t.equal(o.orderBroken, 0, 'per-session order');
+  t.ok(o.duplicates <= o.inDoubt, `every duplicate counted: ${o.duplicates} duplicates, upstream.in_doubt ${o.inDoubt}`);
   t.ok(o.duplicates <= KILLS * SYNC_CONCURRENCY * IN_FLIGHT_RECORDS, `${o.duplicates} duplicates: at most what a kill can leave unrecorded`);
 });

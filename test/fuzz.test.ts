@@ -6,7 +6,7 @@
  * mutation (README.md "Errors", docs/protocol.md "Errors"): an HTTP status and `error` code, a
  * per-op code in the WebSocket acks (or acceptance), or a WebSocket close code. Never a 5xx.
  *
- * THE MIX (per 1000 cases; the default run is 120 000 cases over 3 seeds):
+ * THE MIX (per 1000 cases; the default run is 100 000 cases over 3 seeds):
  *   560 ws-op     one op inside an `ops` frame (up to max_ops_per_frame per frame; records,
  *                 plain or non-minimal MessagePack): wrong types, missing/null/empty fields,
  *                 non-finite numbers, bad ints, strings/keys/arrays past their limits, nesting
@@ -159,6 +159,6 @@ t.test('fuzz: seeded cases over WebSocket frames and HTTP bodies', async (t) => 
   finished = true;
 });
 
-t.test('regressions: inputs that once failed (test/fuzz-regressions.json)', async (t) => {
+t.test('regressions: inputs that once failed (test/fuzz-regressions.json)', { jobs: 3 }, async (t) => {
   await runRegressions(t);
 });

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { startTestDaemon, JsonClient } from './support/daemon-harness.js';
+import { connect as connectTcp } from 'node:net';
 
 t.test('every error answers JSON {error, details} with the CONTRACT §2 status', async (t) => {
   const { api, url } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', max_body_bytes: 2048, max_depth: 8 });
@@ -31,10 +32,19 @@ t.test('every error answers JSON {error, details} with the CONTRACT §2 status',
   }
   const wrongMethod = await fetch(url + '/event');
   t.equal(wrongMethod.headers.get('allow'), 'POST', '405 names the allowed method');
+  const getOnly = await fetch(url + '/sessions', { method: 'PUT' });
+  t.equal(getOnly.headers.get('allow'), 'GET, HEAD', 'a GET route also takes HEAD');
+  const head = await fetch(url + '/health', { method: 'HEAD' });
+  t.equal(head.status, 200, 'HEAD /health');
+  t.equal(head.headers.get('content-type'), 'application/json');
+  t.equal(await head.text(), '', 'no body');
   await api.ok('/end', { session_id: id });
   const ended = await api.post('/event', { session_id: id, name: 'late' });
-  t.equal(ended.status, 400, 'an op after end is refused');
+  t.equal(ended.status, 400, 'an event after end is refused');
   t.equal(ended.body.error, 'session_ended');
+  t.equal((await api.post('/end', { session_id: id })).status, 200, 'ending again is not an error (an exit handler may end it twice)');
+  t.equal((await api.post('/heartbeat', { session_id: id })).status, 200, 'nor is a heartbeat racing the end');
+  t.equal((await api.post('/state', { session_id: id, state: { a: 1 } })).status, 400, 'but state is refused');
   t.equal((await api.get('/health')).status, 200, 'the daemon is fine after all that');
 });
 
@@ -48,6 +58,23 @@ t.test('auth_token: 401 without or with a wrong token; /health stays open', asyn
   t.equal((await anon.get('/sessions')).status, 401);
   t.equal((await anon.get('/health')).status, 200);
   t.equal((await right.post('/register', { product: 'p', version: '1' })).status, 200);
+  const lower = new JsonClient(url, { authorization: 'bearer s3cret' });
+  t.equal((await lower.post('/register', { product: 'p', version: '1' })).status, 200, 'the scheme name is case-insensitive');
+  const refused = await anon.post('/register', { product: 'p', version: '1' });
+  t.equal(refused.headers.get('www-authenticate'), 'Bearer realm="datacat-daemon"', 'a 401 says which scheme it wants');
+});
+
+t.test('/flush and /queue/replay take {} or nothing; query flags read 1, true or yes', async (t) => {
+  const { api } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  for (const path of ['/flush', '/queue/replay']) {
+    t.equal((await api.post(path, {})).status, 200, `${path} {}`);
+    t.equal((await api.post(path, undefined, '')).status, 200, `${path} without a body`);
+    for (const raw of ['[1]', '5', 'null']) {
+      const res = await api.post(path, undefined, raw);
+      t.same([res.status, res.body.error], [400, 'bad_request'], `${path} ${raw}`);
+    }
+  }
+  t.same((await api.post('/flush?wait=YES', {})).body, { status: 'ok', depth: 0 }, 'wait=YES waits (nothing queued here: at once)');
 });
 
 t.test('__proto__, constructor and prototype keys are refused and pollute nothing', async (t) => {
@@ -76,3 +103,52 @@ function nest(depth: number): Record<string, unknown> {
   for (let i = 0; i < depth; i++) v = { d: v };
   return v;
 }
+
+t.test("what Node's HTTP parser refuses is answered as JSON {error, details} too, and the daemon serves on", async (t) => {
+  const { url, api } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const { port } = new URL(url);
+  const raw = (request: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = connectTcp(Number(port), '127.0.0.1', () => socket.end(request));
+      let answer = '';
+      socket.on('data', (d) => (answer += d));
+      socket.on('close', () => resolve(answer));
+      socket.on('error', reject);
+    });
+  const longUrl = await raw(`GET /session?session_id=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  t.match(longUrl, /^HTTP\/1\.1 431 /);
+  t.match(JSON.parse(longUrl.slice(longUrl.indexOf('\r\n\r\n') + 4)), { error: 'headers_too_large', details: /16 KiB/ });
+  const badLength = await raw('POST /event HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}');
+  t.match(badLength, /^HTTP\/1\.1 400 /);
+  t.match(JSON.parse(badLength.slice(badLength.indexOf('\r\n\r\n') + 4)), { error: 'bad_request', details: /could not be parsed/ });
+  t.equal((await api.get('/health')).status, 200, 'still serving');
+});
+
+t.test('a body declared over max_body_bytes gets its 413, not a reset; with Expect: 100-continue before it is sent', async (t) => {
+  const { url, api } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const { port } = new URL(url);
+  // Like Python's http.client: the whole body goes out before the answer is read.
+  const sendAll = (head: string, body: Buffer | null): Promise<{ answer: string; error: string | null }> =>
+    new Promise((resolve) => {
+      const socket = connectTcp(Number(port), '127.0.0.1', () => {
+        socket.write(head);
+        if (body) socket.write(body);
+      });
+      let answer = '';
+      socket.on('data', (d) => {
+        answer += d;
+        if (answer.includes('}')) socket.end();
+      });
+      socket.on('error', (err) => resolve({ answer, error: (err as NodeJS.ErrnoException).code ?? err.message }));
+      socket.on('close', () => resolve({ answer, error: null }));
+    });
+  const size = 8 * 1024 * 1024;
+  for (let i = 0; i < 3; i++) {
+    const got = await sendAll(`POST /state HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${size}\r\n\r\n`, Buffer.alloc(size, 0x20));
+    t.equal(got.error, null, 'no reset');
+    t.match(got.answer, /^HTTP\/1\.1 413 [^]*"error":"payload_too_large"/);
+  }
+  const early = await sendAll(`POST /state HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ${size}\r\n\r\n`, null);
+  t.match(early.answer, /^HTTP\/1\.1 413 /, 'answered before the body, with no 100 Continue');
+  t.equal((await api.get('/health')).status, 200);
+});

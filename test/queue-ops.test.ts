@@ -1,6 +1,7 @@
 import t from 'tap';
 import { startFakeUpstream } from './support/fake-upstream.js';
-import { startTestDaemon, until } from './support/daemon-harness.js';
+import { spawnDaemon, startTestDaemon, until } from './support/daemon-harness.js';
+import { connect } from '../dist/src/client/index.js';
 import { RawWs, registerRaw } from './support/raw-ws.js';
 
 const payload = 'x'.repeat(400);
@@ -23,6 +24,9 @@ t.test('overflow block: HTTP gets 503 with Retry-After, WebSocket is paused and 
   t.ok(Number(refused!.headers.get('retry-after')) >= 1, 'Retry-After');
   t.equal((await api.post('/register', { product: 'p', version: '1' })).status, 503, 'registrations wait too');
   t.equal(daemon.health().queue.depth, 1 + accepted, 'every accepted op is queued');
+  for (const path of ['/heartbeat', '/pause_heartbeat', '/resume_heartbeat'])
+    t.equal((await api.post(path, { session_id: id })).status, 200, `${path} queues nothing: taken from a full outbox (the app is not reported hung)`);
+  t.equal(daemon.health().queue.depth, 1 + accepted, 'and added nothing');
 
   const c = await RawWs.open(url, 'blocked');
   t.teardown(() => c.close());
@@ -38,6 +42,35 @@ t.test('overflow block: HTTP gets 503 with Retry-After, WebSocket is paused and 
   t.equal(upstream.applied({ kind: 'event' }).length, accepted + 1, 'nothing lost');
 });
 
+t.test('overflow block: a WebSocket application whose heartbeats sit unread while the outbox is full is not reported hung; the watch resumes after', async (t) => {
+  const upstream = await startFakeUpstream({ startDown: true });
+  t.teardown(() => upstream.close());
+  const { api, url } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, queue_max_bytes: 20_000, overflow: 'block', heartbeat_timeout_seconds: 3 });
+  const c = await RawWs.open(url, 'beating');
+  t.teardown(() => c.close());
+  const q0 = (await c.welcome()).acked;
+  const wsId = await registerRaw(c, q0 + 1);
+  let q = q0 + 1;
+  let beating = true;
+  const beat = setInterval(() => beating && c.send({ t: 'ops', ops: [{ q: ++q, k: 'heartbeat', session_id: wsId }] }), 100);
+  t.teardown(() => clearInterval(beat));
+  const filler = await api.register('filler', '1');
+  for (let i = 0; i < 500; i++) if ((await api.post('/event', { session_id: filler, name: 'e', message: payload })).status === 503) break;
+  await c.next((f) => f.t === 'flow' && f.paused === true);
+  await new Promise((r) => setTimeout(r, 4500)); // past heartbeat_timeout_seconds, socket unread
+  t.equal((await api.get('/sessions')).status, 200); // its round runs the duties too
+  const during = (await api.get(`/session?session_id=${wsId}`)).body;
+  t.equal(during.hung, false, 'not hung while its heartbeats wait unread');
+  await upstream.up();
+  await api.ok('/flush');
+  await c.next((f) => f.t === 'flow' && f.paused === false, 10_000);
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = (await api.get(`/session?session_id=${wsId}`)).body;
+  t.notOk(after.events.some((e: any) => e.name === 'application_appears_hung'), 'no hung event at any point');
+  beating = false; // now it really goes silent: the watch must see it
+  await until(async () => (await api.get(`/session?session_id=${wsId}`)).body.hung === true, 'hung once it stops beating', 8000);
+});
+
 t.test('overflow drop_newest: new events and metrics are discarded and counted; lifecycle and state are kept', async (t) => {
   const upstream = await startFakeUpstream({ startDown: true });
   t.teardown(() => upstream.close());
@@ -45,13 +78,13 @@ t.test('overflow drop_newest: new events and metrics are discarded and counted; 
   const id = await api.register();
   let persisted = 0;
   for (let i = 0; i < 100; i++) {
-    const res = await api.ok('/event', { session_id: id, name: 'e', message: payload, data: { i } });
-    if (res.status === 'ok') persisted++;
-    else t.equal(res.status, 'dropped');
+    const res = await api.post('/event', { session_id: id, name: 'e', message: payload, data: { i } });
+    if (res.status === 200) persisted++;
+    else t.match([res.status, res.body.error, res.headers.get('retry-after')], [503, 'dropped', /^\d+$/], 'a dropped op is no 200: it is not persisted');
   }
   const droppedHttp = 100 - persisted;
   t.ok(droppedHttp > 0 && persisted > 0, `${persisted} kept, ${droppedHttp} dropped`);
-  t.same((await api.post('/metric', { session_id: id, name: 'm', value: 1 })).body.status, 'dropped', 'metrics too');
+  t.same((await api.post('/metric', { session_id: id, name: 'm', value: 1 })).body.error, 'dropped', 'metrics too');
   await api.ok('/state', { session_id: id, state: { still: 'kept' } });
   const other = await api.register('p', '2');
   // A WebSocket batch: its events are dropped by the worker, reported as such.
@@ -136,6 +169,38 @@ t.test('GET /queue lists and filters; a 400 becomes a dead letter with its reaso
   await until(() => upstream.applied({ kind: 'event' }).length === 5, 'the replayed event delivered');
   t.equal(daemon.health().queue.dead_letters, 0);
   t.equal((await api.get('/queue?dead=1')).body.total, 0);
+});
+
+t.test("replaying the first op of a chunk still queued loses none of the chunk's other ops, across a kill -9 too", async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const dataDir = t.testdir();
+  const first = await spawnDaemon(t, ['--data-dir', dataDir, '--server-url', upstream.url]);
+  const client = connect({ url: first.url.replace(/^http/, 'ws') });
+  client.on('error', () => undefined);
+  const session = await client.register({ product: 'replay', version: '1', parentPid: null });
+  await until(() => upstream.applied({ kind: 'create' }).length === 1, 'created upstream');
+  // e0 is refused once (a dead letter); e1 fails with 500 until told otherwise, so the chunk that
+  // holds all ten stays queued, delivered up to e0, while e0 is replayed.
+  upstream.addFault({ match: (r) => r.kind === 'event' && r.body?.name === 'e0', status: 400, times: 1 });
+  const failing = upstream.addFault({ match: (r) => r.kind === 'event' && r.body?.name === 'e1', status: 500 });
+  for (let i = 0; i < 10; i++) session.logEvent(`e${i}`); // one turn: one batch, one chunk
+  await client.flush();
+  await client.close();
+  await until(async () => (await first.api.get('/queue?dead=1')).body.total === 1, 'e0 is a dead letter');
+  await until(() => upstream.requests.some((r) => r.kind === 'event' && r.body?.name === 'e1'), 'e1 tried');
+  t.same((await first.api.post('/queue/replay', {})).body, { status: 'ok', replayed: 1 });
+  t.equal((await first.api.get('/queue')).body.total, 10, 'e0 back in the queue, e1–e9 still there');
+  await first.kill('SIGKILL');
+
+  failing();
+  const again = await spawnDaemon(t, ['--data-dir', dataDir, '--server-url', upstream.url]);
+  await again.api.ok('/flush?wait=1', {});
+  const delivered = upstream.applied({ kind: 'event' }).map((r) => r.body.name);
+  t.same([...delivered].sort(), ['e0', 'e1', 'e2', 'e3', 'e4', 'e5', 'e6', 'e7', 'e8', 'e9'], 'every event once');
+  t.equal(delivered.indexOf('e0'), 0, 'the replayed e0 first: its place is before the chunk it came from');
+  t.equal((await again.api.get('/health')).body.queue.depth, 0);
+  await again.kill('SIGTERM');
 });
 
 t.test('GET /metrics is Prometheus text and moves as ops flow', async (t) => {

@@ -36,6 +36,54 @@ t.test('batched ops are acked cumulatively after persist; per-op errors do not s
   const read = await c.next((f) => f.t === 'session');
   t.equal(read.id, 'r1');
   t.equal(read.session.id, sid);
+  c.send({ t: 'get_session', id: { not: 'an id' }, session_id: sid });
+  const unnamed = await c.next((f) => f.t === 'session' && f.id !== 'r1');
+  t.equal(unnamed.id, null, 'a request id that is not a number or a string is answered as null');
+  c.send({ t: 'get_session', id: 7, session_id: 'nobody' });
+  t.match(await c.next((f) => f.t === 'error'), { id: 7, code: 'unknown_session' });
+});
+
+t.test('a socket dropped with a frame in flight: the next connection is told the final mark, the resend lands once', async (t) => {
+  const { url, daemon, api } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const a = await RawWs.open(url, 'dropper');
+  await a.welcome();
+  const sid = await registerRaw(a, 1);
+  const frame = { t: 'ops', ops: Array.from({ length: 4000 }, (_, i) => ({ q: 2 + i, k: 'event', session_id: sid, name: 'e', data: { i } })) };
+  a.send(frame);
+  // Gone at once, without waiting for the ack: the daemon may still be handling the frame.
+  await new Promise((resolve) => a.ws.once('close', resolve).terminate());
+  const b = await RawWs.open(url, 'dropper');
+  t.teardown(() => b.close());
+  const welcome = await b.welcome();
+  t.ok(welcome.acked === 1 || welcome.acked === 4001, `acked is 1 (the frame never arrived) or 4001 (it was persisted), got ${welcome.acked}`);
+  b.send(frame); // the client resends what it has no ack for
+  b.send({ t: 'ops', ops: [{ q: 4002, k: 'heartbeat', session_id: sid }] });
+  await b.acked(4002, 10_000);
+  t.equal(daemon.health().queue.depth, 1 + 4000, 'each op once in the outbox');
+  t.equal((await api.get('/queue?limit=10000')).body.total, 4001);
+});
+
+t.test('a register whose socket drops while the upstream is slow: the welcome names it, the resend makes no second session', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  upstream.addFault({ match: (r) => r.kind === 'create', delayMs: 3000 }); // past register_timeout_ms
+  const { url, api } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, register_timeout_ms: 300 });
+  const a = await RawWs.open(url, 'slow-register');
+  await a.welcome();
+  const register = { t: 'ops', ops: [{ q: 1, k: 'register', product: 'p', version: '1' }] };
+  a.send(register);
+  await new Promise((resolve) => setTimeout(resolve, 50)); // the daemon is waiting for the upstream
+  await new Promise((resolve) => a.ws.once('close', resolve).terminate());
+  const b = await RawWs.open(url, 'slow-register');
+  t.teardown(() => b.close());
+  const welcome = await b.welcome(15_000); // after the slow create's answer (3 s), which the register waits for
+  t.equal(welcome.acked, 1, 'the register was finished before the welcome');
+  t.equal(welcome.registered.length, 1);
+  t.match(welcome.registered[0], [1, /^local-session-/]);
+  b.send(register); // a client that missed the ack resends: skipped
+  b.send({ t: 'ops', ops: [{ q: 2, k: 'heartbeat', session_id: welcome.registered[0][1] }] });
+  await b.acked(2);
+  t.equal((await api.get('/sessions')).body.length, 1, 'one session');
 });
 
 t.test('a resend after a reconnect lands exactly once; a register answer lost in a disconnect is in the welcome', async (t) => {
@@ -166,7 +214,12 @@ t.test('backpressure: a slow outbox stops the daemon reading instead of bufferin
   const slow = (db: any) =>
     new Proxy(db, {
       get(target, prop) {
-        if (prop === 'batch') return async (...args: unknown[]) => (await new Promise((r) => setTimeout(r, 50)), target.batch(...args));
+        if (prop === 'batch')
+          return () => {
+            const batch = target.batch();
+            const write = batch.write.bind(batch);
+            return Object.assign(batch, { write: async (options: unknown) => (await new Promise((r) => setTimeout(r, 50)), write(options)) });
+          };
         const v = Reflect.get(target, prop);
         return typeof v === 'function' ? v.bind(target) : v;
       },
@@ -179,6 +232,8 @@ t.test('backpressure: a slow outbox stops the daemon reading instead of bufferin
   let q = 1;
   const payload = 'x'.repeat(200);
   let maxInflight = 0;
+  let pausedSamples = 0;
+  let samples = 0;
   const started = Date.now();
   // Send until our own socket buffer shows the daemon stopped reading (or 3 s pass).
   while (Date.now() - started < 3000 && c.ws.bufferedAmount < 4_000_000) {
@@ -187,10 +242,13 @@ t.test('backpressure: a slow outbox stops the daemon reading instead of bufferin
     await new Promise((r) => setImmediate(r));
     const acked = c.frames.filter((f) => f.t === 'ack').reduce((m, f) => Math.max(m, f.acked), 0);
     maxInflight = Math.max(maxInflight, q - acked);
+    // The socket is resumed for a moment after each commit answers, so it is sampled throughout
+    // rather than once at the end (CI once caught it in such a moment).
+    samples++;
+    if (daemon.ws.pausedCount() === 1) pausedSamples++;
   }
-  const paused = daemon.ws.pausedCount();
   const pending = daemon.commits.pendingBytes;
-  t.ok(paused === 1, 'the socket was paused');
+  t.ok(pausedSamples > 0, `the socket was paused (in ${pausedSamples} of ${samples} samples)`);
   t.ok(c.ws.bufferedAmount >= 4_000_000, `the producer's sends back up on its side (${(c.ws.bufferedAmount / 1e6).toFixed(1)} MB buffered)`);
   t.ok(pending < 10_000_000, `the daemon holds little: ${(pending / 1e6).toFixed(2)} MB waiting for LevelDB`);
   t.comment(`max unacked seen by the producer: ${maxInflight}, sent ${q}`);

@@ -1,7 +1,9 @@
 import type { Db } from '../outbox/store.js';
 import type { CommitQueue, WriteSet, Chunk } from '../outbox/commit-queue.js';
 import type { CounterDeltas } from '../outbox/counters.js';
-import { activeKey } from '../outbox/keys.js';
+import { activeKey, chunkRange } from '../outbox/keys.js';
+import { countOps, type ChunkEntry } from '../outbox/chunk.js';
+import { unpack } from '../protocol/codec.js';
 import { SNAPSHOT_PARTS, snapshotKeys } from './session-snapshot.js';
 import type { ActivityFlush } from './session-actor.js';
 import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
@@ -54,6 +56,8 @@ interface Round {
   passivate: Map<number, number[]>;
   /** Periodic duties in every worker (see RoundRequest.tick). */
   tick: ActivityFlush | undefined;
+  /** With a tick: since when the daemon has been reading its sockets (RoundRequest.listeningSince). */
+  listeningSince: number;
 }
 
 /** Where each op of a round went, to route the workers' per-op errors back. */
@@ -91,6 +95,12 @@ export class RoundCoordinator {
   /** Rounds posted to workers and not yet durable or refused. */
   private postedUnsettled = 0;
   private settleWaiters: Array<() => void> = [];
+  /**
+   * Sessions loaded from their snapshot at least once since this process started or a worker was
+   * lost. Until then a snapshot may be behind the outbox (a crash within ACTIVITY_PERSIST_MS of a
+   * change), so the first load also hands the actor its newest chunks to catch up from.
+   */
+  private readonly caughtUp = new Set<number>();
   /** Sessions that are active (not ended or crashed) as of the last durable round. */
   readonly activeSessions: Set<number>;
   /** Sessions whose actor considers them hung (no heartbeat for heartbeat_timeout_seconds). */
@@ -100,6 +110,11 @@ export class RoundCoordinator {
   private lastDurableRound = 0;
   /** Told which sessions got new outbox chunks, once they are durable (the sync actor listens). */
   afterCommit: ((sessions: number[]) => void) | null = null;
+  /**
+   * Since when the daemon has been reading its sockets (WsGateway.listeningSince), asked for
+   * every round that runs the actors' duties: the hang watch does not count silence before it.
+   */
+  listeningSince: () => number = () => 0;
   /** Told, per submission, how long it took from submit to durable (seconds): the ack latency. */
   onAck: ((seconds: number) => void) | null = null;
   /** Ops made durable since start, by kind. */
@@ -113,6 +128,8 @@ export class RoundCoordinator {
     private readonly commits: CommitQueue,
     private readonly db: Db,
     activeSessions: Iterable<number>,
+    /** Ops a session's recent lists hold at most (recent_events_limit + recent_metrics_limit). */
+    private readonly recentOps: number,
   ) {
     this.resident = Array.from({ length: pool.size }, () => new Set<number>());
     this.activeSessions = new Set(activeSessions);
@@ -180,6 +197,19 @@ export class RoundCoordinator {
     return this.enqueue([], undefined).then(() => undefined);
   }
 
+  /**
+   * Loads every active session that is not in a worker yet, a few hundred per round, so that its
+   * actor's duties (hang and parent watch, aggregate flushes) run from the next tick: at startup,
+   * an active session may get no op for a long time (its application may be gone).
+   */
+  async reactivate(): Promise<void> {
+    const sessions = [...this.activeSessions].filter((sn) => !this.isResident(sn));
+    for (let i = 0; i < sessions.length; i += REACTIVATE_PER_ROUND) {
+      const rt = Date.now();
+      await this.submit(sessions.slice(i, i + REACTIVATE_PER_ROUND).map((sn) => ({ sn, kind: 'activate', rt, body: null })));
+    }
+  }
+
   /** A read is about to look at the session's store: make its in-memory parts durable first. */
   persist(sn: number, rt: number): Promise<void> {
     if (!this.isResident(sn)) return Promise.resolve(); // not in memory: the store has it all
@@ -222,6 +252,7 @@ export class RoundCoordinator {
       remaps: this.remaps,
       passivate: this.passivations,
       tick: this.pendingTick,
+      listeningSince: this.pendingTick ? this.listeningSince() : 0,
     };
     this.open = [];
     this.remaps = new Map();
@@ -259,6 +290,7 @@ export class RoundCoordinator {
         if (!resident.has(op.sn)) {
           resident.add(op.sn);
           if (op.kind !== 'register') toLoad.push([slot, op.sn]);
+          else this.caughtUp.add(op.sn); // new: nothing in its outbox is newer than its actor
         }
         this.lastTouched.set(op.sn, [round.id, round.at]);
         requests[slot]!.ops.push([op.sn, op.kind, op.rt, op.body] as WorkerOp);
@@ -268,11 +300,14 @@ export class RoundCoordinator {
     if (toLoad.length > 0) {
       const parts = await this.db.getMany(toLoad.flatMap(([, sn]) => snapshotKeys(sn)));
       const per = SNAPSHOT_PARTS;
-      toLoad.forEach(([slot, sn], i) => {
+      const loads = toLoad.map(async ([slot, sn], i) => {
         const [core, state, aggregates, activity] = parts.slice(per * i, per * i + per);
-        if (core) requests[slot]!.activate.push([sn, core, state, aggregates, activity]);
-        else this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
+        if (!core) return void this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
+        const newest = this.caughtUp.has(sn) ? undefined : await this.newestChunks(sn);
+        this.caughtUp.add(sn);
+        requests[slot]!.activate.push(newest ? [sn, core, state, aggregates, activity, newest] : [sn, core, state, aggregates, activity]);
       });
+      await Promise.all(loads);
     }
     if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
     round.posted = true;
@@ -281,13 +316,32 @@ export class RoundCoordinator {
     for (const [slot, list] of round.passivate) requests[slot]!.passivate = list;
     const sent: Array<{ slot: number; refs: OpRef[]; reply: Promise<RoundReply> }> = [];
     requests.forEach((req, slot) => {
-      if (round.tick) req.tick = round.tick;
-      else if (req.ops.length === 0 && req.remaps.length === 0 && req.passivate.length === 0) return;
+      if (round.tick) {
+        req.tick = round.tick;
+        if (round.listeningSince > 0) req.listeningSince = round.listeningSince;
+      } else if (req.ops.length === 0 && req.remaps.length === 0 && req.passivate.length === 0) return;
       const reply = this.pool.run(slot, req);
       reply.catch(() => undefined); // observed in submitRound; avoid an unhandled rejection meanwhile
       sent.push({ slot, refs: refs[slot]!, reply });
     });
     return sent;
+  }
+
+  /**
+   * A session's newest outbox chunks, oldest first: enough ops to refill its recent lists (or
+   * all it has), within a bound, read newest first with one reverse seek.
+   */
+  private async newestChunks(sn: number): Promise<Uint8Array[]> {
+    const chunks: Uint8Array[] = [];
+    let ops = 0;
+    let bytes = 0;
+    for await (const [, value] of this.db.iterator({ ...chunkRange(sn), reverse: true })) {
+      chunks.push(value);
+      ops += countOps(unpack(value) as ChunkEntry[]);
+      bytes += value.byteLength;
+      if (ops >= this.recentOps || bytes >= CATCH_UP_MAX_BYTES || chunks.length >= CATCH_UP_MAX_CHUNKS) break;
+    }
+    return chunks.reverse();
   }
 
   private async submitRound(round: Round, sent: Awaited<ReturnType<RoundCoordinator['dispatch']>>) {
@@ -379,6 +433,7 @@ export class RoundCoordinator {
     for (const entry of open) entry.reject(refused);
     this.pool.broadcast({ t: 'reset' });
     for (const set of this.resident) set.clear();
+    this.caughtUp.clear(); // the workers' unpersisted activity is gone with their actors
     const gate = (async () => {
       if (this.postedUnsettled > 0) await new Promise<void>((resolve) => this.settleWaiters.push(resolve));
       await this.commits.idle();
@@ -399,6 +454,13 @@ export class RoundCoordinator {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Sessions loaded per round by `reactivate` (each costs a few snapshot reads and a seek). */
+const REACTIVATE_PER_ROUND = 256;
+
+/** Bounds on what one session reads back from its outbox when it is first loaded. */
+const CATCH_UP_MAX_CHUNKS = 256;
+const CATCH_UP_MAX_BYTES = 4 << 20;
 
 function unavailable(message: string): ProtocolError {
   return new ProtocolError('unavailable', message);

@@ -1,7 +1,7 @@
 import { ProtocolError } from '../protocol/errors.js';
 import { mergeState } from '../protocol/merge.js';
 import type { EventBody, JsonObject, MetricBody, OpBodies, OpKind } from '../protocol/ops.js';
-import { metricUpstreamBody, type ChunkEntry, type RawSegment, type UpstreamOp } from '../outbox/chunk.js';
+import { decodeChunk, metricUpstreamBody, type ChunkEntry, type RawSegment, type UpstreamOp } from '../outbox/chunk.js';
 import type { RecentItem, SessionSnapshot, SnapshotPart } from './session-snapshot.js';
 import { aggregate, emptyAggregates, hasChanged, isAggregated, takeChanged } from './metric-aggregates.js';
 
@@ -14,6 +14,17 @@ import { aggregate, emptyAggregates, hasChanged, isAggregated, takeChanged } fro
  */
 export const ACTIVITY_PERSIST_MS = 1000;
 
+/**
+ * How often the tick round runs the actors' periodic duties: every second, or more often so that
+ * batch_interval_seconds is a whole number of ticks (0.5 s: every 0.5 s; 2.5 s: every 0.83 s),
+ * but at most 10 times a second. Aggregates then go upstream on the interval itself, not
+ * rounded up to the next whole second.
+ */
+export function dutyTickMs(batchIntervalSeconds: number): number {
+  const intervalMs = batchIntervalSeconds * 1000;
+  return Math.max(100, intervalMs / Math.ceil(intervalMs / 1000));
+}
+
 /** When a turn persists the activity part: only when due, or whenever it changed (a read, shutdown). */
 export type ActivityFlush = 'due' | 'all';
 
@@ -24,11 +35,14 @@ export interface ActorSettings {
   batch_interval_seconds: number;
   /**
    * The pid of the application that started this daemon, when the daemon watches it (a
-   * per-application daemon): sessions whose parent it is are left to that watch, which marks
-   * them with daemon_parent_exited, rather than also racing it with parent_process_crashed.
+   * per-application daemon): sessions whose parent it is are left to that watch (parentExited),
+   * which also persists everything before the daemon exits, rather than racing it here.
    */
   watched_parent_pid: number | null;
 }
+
+/** Ops an ended or crashed session accepts as no-ops (a session is ended once, and never crashed after it ended). */
+const NOTHING_TO_DO_AFTER_END: ReadonlySet<string> = new Set(['end', 'crash', 'heartbeat', 'pause_heartbeat', 'resume_heartbeat']);
 
 /** Events the daemon itself adds to a session (CONTRACT §3), all in this group. */
 export const DAEMON_GROUP = 'datacat.daemon';
@@ -42,6 +56,8 @@ export interface RegisterInput {
   parent_pid: number | null;
   local_id: string | null;
   server_id: string | null;
+  /** The upstream's 4xx to the create tried at registration, if it refused it (see UpstreamOp.refused). */
+  create_refused: string | null;
 }
 
 /** Ops the actor applies; `register` arrives only as the first op of a new actor. */
@@ -92,6 +108,7 @@ export class SessionActor {
         state: {},
         events: [],
         metrics: [],
+        activity_through: [0, 0],
         aggregates: emptyAggregates(now),
       },
       settings,
@@ -99,8 +116,10 @@ export class SessionActor {
     actor.coreDirty = true;
     // Created upstream already when the server answered in time; otherwise the create is the
     // session's first queued op, so the sync actor sends it before anything else.
-    if (reg.server_id === null)
-      actor.emit({ k: 'create', t: now, b: { product: reg.product, version: reg.version, machine_id: reg.machine_id, hostname: reg.hostname } });
+    if (reg.server_id === null) {
+      const b = { product: reg.product, version: reg.version, machine_id: reg.machine_id, hostname: reg.hostname };
+      actor.emit(reg.create_refused ? { k: 'create', t: now, b, refused: reg.create_refused } : { k: 'create', t: now, b });
+    }
     return actor;
   }
 
@@ -111,7 +130,12 @@ export class SessionActor {
    */
   apply<K extends ActorOpKind>(kind: K, body: OpBodies[K], now: number, raw?: { bytes: Uint8Array; index: number }): void {
     const s = this.snapshot;
-    if (!s.active) throw new ProtocolError('session_ended', `session ${s.server_id ?? s.local_id} has ${s.crashed ? 'crashed' : 'ended'}; it takes no more ops`);
+    if (!s.active) {
+      // Ending again, or a heartbeat racing the end, changes nothing and is no mistake: an
+      // application's exit handler may end a session its code already ended. Data is refused.
+      if (NOTHING_TO_DO_AFTER_END.has(kind)) return;
+      throw new ProtocolError('session_ended', `session ${s.server_id ?? s.local_id} has ${s.crashed ? 'crashed' : 'ended'}; it takes no more state, events or metrics`);
+    }
     switch (kind) {
       case 'state': {
         const effective = mergeState(s.state, (body as OpBodies['state']).state);
@@ -142,6 +166,7 @@ export class SessionActor {
       case 'end':
         this.flushAggregates(now); // final totals go up before the end
         s.active = false;
+        s.hung = false; // an ended session is not hung: only active ones are watched
         s.ended_at = now;
         this.emit({ k: 'end', t: now, b: {} });
         break;
@@ -200,19 +225,18 @@ export class SessionActor {
    * - the parent process (`parent_pid`) is gone while the session is active: a
    *   `parent_process_crashed` event, then a crash op (reason `parent_process_terminated`);
    * - no heartbeat for heartbeat_timeout_seconds (unless paused): `application_appears_hung`,
-   *   once, until the next heartbeat;
+   *   once, until the next heartbeat. Silence is counted from `listeningSince` when that is later
+   *   (the daemon held its sockets unread until then, so it could not have heard a heartbeat);
    * - counter and histogram aggregates that changed go upstream once per batch_interval_seconds.
    */
-  tick(now: number, processAlive: (pid: number) => boolean): void {
+  tick(now: number, processAlive: (pid: number) => boolean, listeningSince = 0): void {
     const s = this.snapshot;
     if (!s.active) return;
-    if (s.parent_pid !== null && s.parent_pid !== this.settings.watched_parent_pid && !processAlive(s.parent_pid)) {
-      this.daemonEvent(now, 'parent_process_crashed', 'critical', ['crash', 'process'], `Parent process (PID ${s.parent_pid}) is no longer running`, { parent_pid: s.parent_pid });
-      this.crash('parent_process_terminated', now);
-      return;
-    }
+    if (s.parent_pid !== null && s.parent_pid !== this.settings.watched_parent_pid && !processAlive(s.parent_pid))
+      return this.parentGone(now, 'parent_process_crashed', { parent_pid: s.parent_pid });
     const silentFor = now - (s.last_heartbeat ?? s.created_at);
-    if (!s.heartbeat_paused && !s.hung && silentFor > this.settings.heartbeat_timeout_seconds * 1000) {
+    const unheardFor = now - Math.max(s.last_heartbeat ?? s.created_at, listeningSince);
+    if (!s.heartbeat_paused && !s.hung && unheardFor > this.settings.heartbeat_timeout_seconds * 1000) {
       const seconds = Math.round(silentFor / 1000);
       s.hung = true;
       this.daemonEvent(now, 'application_appears_hung', 'error', ['heartbeat', 'hung'], `Application has not sent heartbeat for ${seconds} seconds`, {
@@ -221,16 +245,30 @@ export class SessionActor {
       });
       this.coreDirty = true;
     }
-    if (now - s.aggregates.flushed_at >= this.settings.batch_interval_seconds * 1000) this.flushAggregates(now);
+    // Due at the tick nearest the interval: ticks land a little early or late, and a tick that
+    // came 1 ms early must not push the flush a whole tick later.
+    const intervalMs = this.settings.batch_interval_seconds * 1000;
+    if (now - s.aggregates.flushed_at >= intervalMs - dutyTickMs(this.settings.batch_interval_seconds) / 2) this.flushAggregates(now);
   }
 
-  /** The application that started this daemon exited (CONTRACT/README, "per-application daemon"). */
+  /**
+   * The application that started this daemon exited (README, "per-application daemon"). A session
+   * it registered as its own (`parent_pid`) gets what any session whose parent is gone gets,
+   * `parent_process_crashed` (CONTRACT §3); any other active session, `daemon_parent_exited`.
+   * Either way a crash op follows, since the daemon is about to exit.
+   */
   parentExited(now: number, daemonPid: number, parentPid: number): void {
     if (!this.snapshot.active) return;
-    this.daemonEvent(now, 'daemon_parent_exited', 'critical', ['crash', 'daemon'], `The application that started the daemon (PID ${parentPid}) exited while the session was active`, {
-      daemon_pid: daemonPid,
-      parent_pid: parentPid,
-    });
+    this.parentGone(now, this.snapshot.parent_pid === parentPid ? 'parent_process_crashed' : 'daemon_parent_exited', { parent_pid: parentPid, daemon_pid: daemonPid });
+  }
+
+  /** The session's end when its parent is gone: final aggregates, the event, then the crash op directly after it. */
+  private parentGone(now: number, name: 'parent_process_crashed' | 'daemon_parent_exited', data: { parent_pid: number; daemon_pid?: number }): void {
+    this.flushAggregates(now);
+    if (name === 'parent_process_crashed')
+      this.daemonEvent(now, name, 'critical', ['crash', 'process'], `Parent process (PID ${data.parent_pid}) is no longer running`, data);
+    else
+      this.daemonEvent(now, name, 'critical', ['crash', 'daemon'], `The application that started the daemon (PID ${data.parent_pid}) exited while the session was active`, data);
     this.crash('parent_process_terminated', now);
   }
 
@@ -256,7 +294,7 @@ export class SessionActor {
       aggs.flushed_at = now;
       return;
     }
-    for (const b of takeChanged(aggs, now)) this.emit({ k: 'metric', t: now, b });
+    for (const b of takeChanged(aggs, now)) this.emit({ k: 'metric', t: now, b, agg: true });
     this.aggregatesDirty = true;
   }
 
@@ -266,6 +304,7 @@ export class SessionActor {
     this.coreDirty = true; // also when called from tick(), not only from apply()
     s.active = false;
     s.crashed = true;
+    s.hung = false; // crashed, not hung: only active sessions are watched
     s.ended_at = now;
     this.emit({ k: 'crash', t: now, b: { reason } });
   }
@@ -295,6 +334,50 @@ export class SessionActor {
     const last = this.pending[this.pending.length - 1] as RawSegment | undefined;
     if (last && 'r' in last && last.r === raw.bytes) last.i.push(raw.index);
     else this.pending.push({ r: raw.bytes, t: now, i: [raw.index] });
+    this.advanceThrough(now); // a raw segment holds only events and metrics the client sent
+  }
+
+  /** An event or metric the recent lists keep was queued at `t` (see activity_through). */
+  private advanceThrough(t: number): void {
+    const through = this.snapshot.activity_through;
+    if (t > through[0]) this.snapshot.activity_through = [t, 1];
+    else if (t === through[0]) through[1]++;
+  }
+
+  /**
+   * The actor was loaded from a snapshot that may be behind its outbox: the process or its worker
+   * died less than ACTIVITY_PERSIST_MS after the recent lists last changed. Takes back, from the
+   * session's newest outbox chunks (oldest first), the events and metrics queued after what the
+   * lists hold (activity_through), and catches updated_at up with the newest op queued.
+   */
+  recoverActivity(chunks: Uint8Array[], now: number): void {
+    const s = this.snapshot;
+    const [t0, n0] = s.activity_through;
+    let atT0 = 0;
+    let changed = false;
+    const newest = Math.max(s.updated_at, s.last_heartbeat ?? 0, s.ended_at ?? 0);
+    if (newest > s.updated_at) {
+      s.updated_at = newest;
+      changed = true;
+    }
+    for (const bytes of chunks) {
+      for (const op of decodeChunk(bytes)) {
+        if (op.t > s.updated_at) {
+          s.updated_at = op.t;
+          changed = true;
+        }
+        if ((op.k !== 'event' && op.k !== 'metric') || op.agg) continue;
+        if (op.t < t0 || (op.t === t0 && atT0++ < n0)) continue; // already in the lists
+        if (op.k === 'event') this.remember(s.events, { t: op.t, b: op.b as JsonObject }, this.settings.recent_events_limit);
+        else this.remember(s.metrics, { t: op.t, b: op.b as JsonObject }, this.settings.recent_metrics_limit);
+        this.advanceThrough(op.t);
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    trim(s.events, this.settings.recent_events_limit);
+    trim(s.metrics, this.settings.recent_metrics_limit);
+    this.activityDirtySince ??= now;
   }
 
   private remember(list: RecentItem[], item: RecentItem, limit: number): void {
@@ -306,6 +389,7 @@ export class SessionActor {
 
   private emit(op: UpstreamOp): void {
     this.pending.push(op);
+    if ((op.k === 'event' || op.k === 'metric') && !op.agg) this.advanceThrough(op.t);
   }
 }
 

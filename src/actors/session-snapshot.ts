@@ -38,6 +38,14 @@ export interface SessionSnapshot {
   state: JsonObject;
   events: RecentItem[];
   metrics: RecentItem[];
+  /**
+   * Where the recent lists stand against the outbox: [receive time, n] of the newest event or
+   * metric queued upstream that they include, n counting the ones queued at that same
+   * millisecond. Persisted with them (the activity part), so an actor loaded from a snapshot that
+   * is behind its outbox (after a crash) knows which queued ops to take back (see
+   * SessionActor.recoverActivity).
+   */
+  activity_through: [t: number, n: number];
   /** Counter and histogram aggregates (metric-aggregates.ts). */
   aggregates: Aggregates;
 }
@@ -55,7 +63,10 @@ export interface SessionSnapshot {
  * - activity (`r!<sn>`): `updated_at` and the recent events and metrics. These are what reads
  *   show of the session's history (the ops themselves are in the outbox), so they are persisted
  *   lazily: at most `ACTIVITY_PERSIST_MS` after they changed, before any read of the session, on
- *   passivation and at shutdown. After a crash, up to that much of them may be missing.
+ *   passivation and at shutdown. After a crash they may be that much behind; the actor then
+ *   takes the newer ops back from the session's newest outbox chunks when it is loaded (events
+ *   and metrics already delivered upstream and deleted from the outbox in that last second stay
+ *   missing from reads).
  */
 export type SnapshotPart = 'core' | 'state' | 'aggregates' | 'activity';
 
@@ -73,9 +84,10 @@ interface Activity {
   updated_at: number;
   events: RecentItem[];
   metrics: RecentItem[];
+  through: [number, number];
 }
 
-type Core = Omit<SessionSnapshot, 'state' | 'events' | 'metrics' | 'updated_at' | 'aggregates'>;
+type Core = Omit<SessionSnapshot, 'state' | 'events' | 'metrics' | 'updated_at' | 'aggregates' | 'activity_through'>;
 
 export function encodePart(s: SessionSnapshot, part: SnapshotPart): Uint8Array {
   switch (part) {
@@ -84,9 +96,9 @@ export function encodePart(s: SessionSnapshot, part: SnapshotPart): Uint8Array {
     case 'aggregates':
       return pack(s.aggregates);
     case 'activity':
-      return pack({ updated_at: s.updated_at, events: s.events, metrics: s.metrics } satisfies Activity);
+      return pack({ updated_at: s.updated_at, events: s.events, metrics: s.metrics, through: s.activity_through } satisfies Activity);
     case 'core': {
-      const { state: _state, events: _events, metrics: _metrics, updated_at: _updated, aggregates: _aggregates, ...core } = s;
+      const { state: _state, events: _events, metrics: _metrics, updated_at: _updated, aggregates: _aggregates, activity_through: _through, ...core } = s;
       return pack(core satisfies Core);
     }
   }
@@ -95,13 +107,16 @@ export function encodePart(s: SessionSnapshot, part: SnapshotPart): Uint8Array {
 /** Rebuilds a snapshot from its parts (in snapshotKeys order); missing parts are empty. */
 export function decodeSnapshot(core: Uint8Array, state?: Uint8Array, aggregates?: Uint8Array, activity?: Uint8Array): SessionSnapshot {
   const c = unpack(core) as Core;
-  const a = activity ? (unpack(activity) as Activity) : { updated_at: c.created_at, events: [], metrics: [] };
+  const a = activity ? (unpack(activity) as Partial<Activity> & Omit<Activity, 'through'>) : { updated_at: c.created_at, events: [], metrics: [] };
   return {
     ...c,
     updated_at: a.updated_at,
     state: state ? (unpack(state) as JsonObject) : {},
     events: a.events,
     metrics: a.metrics,
+    // No activity part: nothing was kept yet. One written before `through` existed: everything
+    // up to its updated_at is in it.
+    activity_through: a.through ?? (activity ? [a.updated_at, Number.MAX_SAFE_INTEGER] : [0, 0]),
     aggregates: aggregates ? (unpack(aggregates) as Aggregates) : emptyAggregates(c.created_at),
   };
 }

@@ -8,6 +8,12 @@ export interface LinkHealth {
   next_retry_at: string | null;
   last_error: string | null;
   last_success_at: string | null;
+  /**
+   * Every failed try since the last op the server took, online or not: while it answers some
+   * requests with errors (a 500 for everything, say) `attempt` stays 0, and a probe of its
+   * /health that answers resets `attempt` but not this.
+   */
+  failures_since_success: number;
 }
 
 /**
@@ -25,6 +31,8 @@ export class UpstreamLink {
   private readonly backoff: Backoff;
   /** Failed tries since the last success, of any kind (CONTRACT §4 `attempt`). */
   attempt = 0;
+  /** Failed tries since the server last took an op (probes of its /health do not count as taking one). */
+  private failuresSinceDelivery = 0;
   nextRetryAt: number | null = null;
   lastError: string | null = null;
   lastSuccessAt: number | null = null;
@@ -71,7 +79,8 @@ export class UpstreamLink {
    * it closed: it says nothing about the upstream since, and must not cut the wait short (that
    * turned a failing op into a tight loop, and ignored Retry-After). It is noted, nothing more.
    */
-  succeeded(): void {
+  succeeded(delivered = true): void {
+    if (delivered) this.failuresSinceDelivery = 0;
     if (this.state === 'down') {
       this.lastSuccessAt = Date.now();
       return;
@@ -90,8 +99,9 @@ export class UpstreamLink {
   /** A failure of this request only (its session backs off); counted, the gate stays open. */
   requestFailed(reason: string): void {
     this.attempt++;
+    this.failuresSinceDelivery++;
     this.lastError = reason;
-    if (this.state === 'probing') this.succeeded(); // the server answered: it is reachable
+    if (this.state === 'probing') this.succeeded(false); // the server answered: it is reachable
   }
 
   /**
@@ -100,12 +110,13 @@ export class UpstreamLink {
    */
   refused(reason: string): void {
     this.lastError = reason;
-    if (this.state === 'probing') this.succeeded();
+    if (this.state === 'probing') this.succeeded(false);
   }
 
   /** An upstream-wide failure: close the gate for the next backoff delay. */
   upstreamFailed(reason: string, retryAfterMs?: number): void {
     this.attempt++;
+    this.failuresSinceDelivery++;
     this.lastError = reason;
     this.probeInFlight = false;
     if (this.state === 'down') {
@@ -136,10 +147,13 @@ export class UpstreamLink {
     return {
       url: this.url,
       online: this.online,
-      attempt: this.attempt,
+      // CONTRACT §4: 0 when online. Failures of single requests while the upstream answers
+      // others are each session's own (GET /queue shows their attempts and last error).
+      attempt: this.online ? 0 : this.attempt,
       next_retry_at: this.nextRetryAt !== null && this.state === 'down' ? new Date(this.nextRetryAt).toISOString() : null,
       last_error: this.lastError,
       last_success_at: this.lastSuccessAt !== null ? new Date(this.lastSuccessAt).toISOString() : null,
+      failures_since_success: this.failuresSinceDelivery,
     };
   }
 

@@ -108,21 +108,45 @@ export function int(min: number, max?: number): ValueType<number> {
   };
 }
 
-/** Finite number strictly greater than zero (intervals and timeouts in seconds). */
-export function positiveNumber(): ValueType<number> {
+/** Finite number strictly greater than zero (intervals and timeouts in seconds); with a max, at most that. */
+export function positiveNumber(max?: number): ValueType<number> {
+  const hi = max ?? Number.MAX_VALUE;
   return {
     kind: 'number',
-    doc: 'number > 0',
-    expected: 'a number > 0',
+    doc: max === undefined ? 'number > 0' : `number > 0, at most ${max}`,
+    expected: max === undefined ? 'a number > 0' : `a number > 0 and <= ${max}`,
     parse(raw) {
       const n = toNumber(raw);
-      return Number.isFinite(n) && n > 0 ? n : INVALID;
+      return Number.isFinite(n) && n > 0 && n <= hi ? n : INVALID;
     },
   };
 }
 
+/**
+ * Node's timers take at most 2^31-1 ms (~24.8 days): a longer delay is replaced by 1 ms, with a
+ * TimeoutOverflowWarning, so a "once a month" heartbeat would fire a thousand times a second and
+ * a long retry delay would retry in a tight loop. Every key that becomes a timer delay is
+ * therefore bounded by this, refused at startup past it.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The same bound in whole seconds (2147483 s), for the keys given in seconds. */
+export const MAX_TIMER_SECONDS = Math.floor(MAX_TIMER_MS / 1000);
+
+/** Says why the bound is what it is, in the error message: the number alone looks arbitrary. */
+const timerBound = (type: ValueType<number>): ValueType<number> => ({ ...type, expected: `${type.expected}, Node's timer limit of ~24.8 days` });
+/** A delay in milliseconds that ends up in setTimeout/setInterval. */
+const timerMs = (min: number): ValueType<number> => timerBound(int(min, MAX_TIMER_MS));
+/** The same in seconds: whole ones (min..MAX_TIMER_SECONDS), or any number > 0 up to it. */
+const timerSeconds = (min?: number): ValueType<number> => timerBound(min === undefined ? positiveNumber(MAX_TIMER_SECONDS) : int(min, MAX_TIMER_SECONDS));
+
 const TRUE_WORDS = new Set(['true', '1', 'yes']);
 const FALSE_WORDS = new Set(['false', '0', 'no']);
+
+/** Whether `word` spells a boolean (any case): what a boolean flag takes as a separate value. */
+export function isBooleanWord(word: string): boolean {
+  const w = word.toLowerCase();
+  return TRUE_WORDS.has(w) || FALSE_WORDS.has(w);
+}
 
 export function bool(): ValueType<boolean> {
   return {
@@ -267,8 +291,10 @@ const KEY_TABLE = [
     description: 'gzip request bodies upstream' },
   { name: 'tls_insecure_skip_verify', type: bool(), default: false,
     description: 'skip upstream TLS certificate verification' },
-  { name: 'batch_interval_seconds', type: positiveNumber(), default: 5,
-    description: 'how often counter/histogram aggregates are sent upstream' },
+  // Bounded like the timers: the duty tick is derived from it (dutyTickMs), and past ~1e305 s
+  // that arithmetic gives NaN, which setInterval takes for 1 ms.
+  { name: 'batch_interval_seconds', type: timerSeconds(), default: 5,
+    description: 'how often counter/histogram aggregates are sent upstream (fractions allowed; at most 10 times a second)' },
   { name: 'max_batch_size', type: int(1), default: 100,
     description: "ops one session sends upstream before its sync slot goes to the next waiting session" },
   { name: 'heartbeat_timeout_seconds', type: positiveNumber(), default: 60,
@@ -276,9 +302,9 @@ const KEY_TABLE = [
   { name: 'data_dir', type: filePath(),
     default: computed('$XDG_DATA_HOME/datacat-daemon/port-<daemon_port> (XDG_DATA_HOME defaults to ~/.local/share)', defaultDataDir),
     description: 'LevelDB location; relative paths resolve against the working directory' },
-  { name: 'retry_base_ms', type: int(1), default: 500,
+  { name: 'retry_base_ms', type: timerMs(1), default: 500,
     description: 'first retry delay' },
-  { name: 'retry_max_ms', type: int(1), default: 30000,
+  { name: 'retry_max_ms', type: timerMs(1), default: 30000,
     description: 'retry delay cap; must be >= retry_base_ms' },
   { name: 'queue_max_bytes', type: int(1), default: 1073741824,
     description: 'outbox size bound' },
@@ -310,9 +336,9 @@ const KEY_TABLE = [
     description: 'bytes accepted and not yet written to LevelDB past which the daemon stops reading WebSocket connections' },
   { name: 'session_idle_seconds', type: positiveNumber(), default: 60,
     description: 'an ended session idle this long leaves worker memory (it is reloaded from its snapshot if needed)' },
-  { name: 'register_timeout_ms', type: int(0), default: 500,
+  { name: 'register_timeout_ms', type: timerMs(0), default: 500,
     description: "how long /register waits for the server's id before answering a local id" },
-  { name: 'upstream_timeout_ms', type: int(100), default: 10000,
+  { name: 'upstream_timeout_ms', type: timerMs(100), default: 10000,
     description: 'per upstream request timeout' },
   { name: 'sync_concurrency', type: int(1, 1024), default: 32,
     description: 'sessions synced concurrently' },
@@ -320,11 +346,15 @@ const KEY_TABLE = [
     description: 'recent events kept per session for offline reads' },
   { name: 'recent_metrics_limit', type: int(0, 10000), default: 100,
     description: 'recent metrics kept per session' },
-  { name: 'exit_with_parent', type: bool(), default: false,
-    description: "exit when the process that started the daemon exits, after marking its active sessions crashed (implied when started through DATACAT_CONFIG, as DataCat clients do)" },
-  { name: 'exit_drain_seconds', type: int(0), default: 10,
+  { name: 'exit_with_parent', type: bool(),
+    // DataCat clients start a per-application daemon through DATACAT_CONFIG and expect it to go
+    // with them, so that is the default there; but only the default: an explicit false from any
+    // layer (file, env, flag) keeps a daemon started that way running on its own.
+    default: computed('true when started through DATACAT_CONFIG, else false', (_config, env) => Boolean(env['DATACAT_CONFIG'])),
+    description: 'exit when the process that started the daemon exits, after marking its active sessions crashed' },
+  { name: 'exit_drain_seconds', type: timerSeconds(0), default: 10,
     description: 'when the daemon exits with its parent: how long it may keep syncing queued ops first (0 = exit once persisted)' },
-  { name: 'upstream_heartbeat_seconds', type: positiveNumber(), default: 30,
+  { name: 'upstream_heartbeat_seconds', type: timerSeconds(), default: 30,
     description: 'how often upstream heartbeats are sent for live sessions while online' },
   { name: 'log_level', type: oneOf(['debug', 'info', 'warn', 'error', 'silent']), default: 'info',
     description: 'log verbosity' },

@@ -4,6 +4,8 @@ export {
   envVarName,
   flagName,
   flagSpellings,
+  MAX_TIMER_MS,
+  MAX_TIMER_SECONDS,
   type AnyConfigKey,
   type ConfigKey,
   type ConfigKeyName,
@@ -16,7 +18,9 @@ export {
   CONFIG_FILE_ENV,
   ConfigError,
   DEFAULT_CONFIG_FILE,
+  ignoredArgWarnings,
   loadConfig,
+  unknownEnvWarnings,
   type LoadConfigOptions,
   type LoadedConfig,
 } from './load-config.js';

@@ -16,6 +16,7 @@ import {
   INVALID,
   envVarName,
   flagName,
+  isBooleanWord,
   type AnyConfigKey,
   type ConfigKeyName,
   type DaemonConfig,
@@ -33,7 +34,7 @@ export class ConfigError extends Error {
 }
 
 export interface LoadConfigOptions {
-  /** Arguments after the program name (e.g. process.argv.slice(2)). Positional arguments are ignored. */
+  /** Arguments after the program name (e.g. process.argv.slice(2)). Positional arguments are skipped (see ignoredArgs). */
   readonly argv: readonly string[];
   readonly env: NodeJS.ProcessEnv;
   /** Relative paths (config file, data_dir) resolve against this. */
@@ -46,6 +47,13 @@ export interface LoadedConfig {
   readonly warnings: string[];
   /** Absolute path of the JSON file that was read, or null if none. */
   readonly configFile: string | null;
+  /**
+   * Arguments that are neither a flag nor a flag's value (positionals, single-dash ones like
+   * `-p`, anything after `--`), in order. loadConfig skips them because a command's name is one
+   * (that is the CLI's business); the daemon, which takes none, warns about them
+   * (ignoredArgWarnings).
+   */
+  readonly ignoredArgs: string[];
 }
 
 /** File looked for in cwd when no file is named explicitly. */
@@ -105,7 +113,7 @@ export function loadConfig(opts: LoadConfigOptions): LoadedConfig {
   ) as unknown as DaemonConfig;
 
   checkRetryBounds(config, resolved);
-  return { config, warnings: [...file.warnings, ...cli.warnings], configFile: file.path };
+  return { config, warnings: [...file.warnings, ...cli.warnings], configFile: file.path, ignoredArgs: cli.ignored };
 }
 
 function parseSetting({ key, raw, source }: RawSetting, cwd: string): unknown {
@@ -140,22 +148,35 @@ interface ParsedArgv {
   readonly configFile: string | null;
   readonly settings: RawSetting[];
   readonly warnings: string[];
+  /** Arguments skipped: see LoadedConfig.ignoredArgs. */
+  readonly ignored: string[];
 }
 
 /**
  * Accepted forms: `--key value`, `--key=value`; for booleans also bare
- * `--key` (true) and `--no-key` (false). Boolean flags never consume the next
- * argument, so `--enable-compression start` leaves `start` positional.
+ * `--key` (true) and `--no-key` (false). A boolean flag takes the next argument
+ * only when it spells a boolean: `--tls-insecure-skip-verify false` is false (a
+ * dropped `false` would silently turn certificate checks off), while
+ * `--enable-compression start` leaves `start` positional.
  */
 function parseArgv(argv: readonly string[]): ParsedArgv {
   const settings: RawSetting[] = [];
   const warnings: string[] = [];
+  const ignored: string[] = [];
   let configFile: string | null = null;
 
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (arg === '--') break; // conventional end of options; the rest is positional
-    if (!arg.startsWith('--')) continue; // positional: subcommands are the CLI's business
+    if (arg === '--') {
+      // Conventional end of options: the rest is positional.
+      ignored.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('--')) {
+      // Positional (or single-dash): subcommands are the CLI's business.
+      ignored.push(arg);
+      continue;
+    }
 
     const eq = arg.indexOf('=');
     const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
@@ -170,6 +191,12 @@ function parseArgv(argv: readonly string[]): ParsedArgv {
       i++;
       return next;
     };
+    const booleanValue = (): string | true => {
+      const next = argv[i + 1];
+      if (next === undefined || !isBooleanWord(next)) return true;
+      i++;
+      return next;
+    };
 
     if (name === 'config') {
       configFile = takeValue();
@@ -179,7 +206,7 @@ function parseArgv(argv: readonly string[]): ParsedArgv {
 
     const key = KEYS_BY_FLAG.get(name);
     if (key) {
-      const raw = key.type.kind === 'boolean' ? (inline ?? true) : takeValue();
+      const raw = key.type.kind === 'boolean' ? (inline ?? booleanValue()) : takeValue();
       settings.push({ key, raw, source: `flag ${flag}` });
       continue;
     }
@@ -193,14 +220,26 @@ function parseArgv(argv: readonly string[]): ParsedArgv {
 
     warnings.push(`unknown flag "${flag}" (ignored)`);
   }
-  return { configFile, settings, warnings };
+  return { configFile, settings, warnings, ignored };
+}
+
+/**
+ * What the daemon says about the arguments loadConfig skipped: it takes flags only, so each was
+ * ignored, and an operator who typed `-p 1234` or `--port 0 extra` must hear so.
+ */
+export function ignoredArgWarnings(args: readonly string[]): string[] {
+  return args.map((arg) =>
+    /^-[^-]/.test(arg)
+      ? `unknown flag ${showRaw(arg)} (ignored: flags have two dashes, e.g. --port)`
+      : `unexpected argument ${showRaw(arg)} (ignored: the daemon takes only --flags)`,
+  );
 }
 
 // ---------------------------------------------------------------------------
 // Environment
 // ---------------------------------------------------------------------------
 
-/** DATACAT_<KEY> for every key. Other DATACAT_* variables are simply never looked at. */
+/** DATACAT_<KEY> for every key. Other DATACAT_* variables are not read (unknownEnvWarnings reports them). */
 function envSettings(env: NodeJS.ProcessEnv): RawSetting[] {
   const settings: RawSetting[] = [];
   for (const key of CONFIG_KEYS) {
@@ -209,6 +248,45 @@ function envSettings(env: NodeJS.ProcessEnv): RawSetting[] {
     if (raw !== undefined) settings.push({ key, raw, source: `env ${name}` });
   }
   return settings;
+}
+
+/**
+ * DATACAT_* variables that are no config key but are read by the daemon or its tooling, so not
+ * worth a warning when they are in the daemon's environment too.
+ */
+const OTHER_ENV_VARS = new Set([
+  CONFIG_FILE_ENV,
+  'DATACAT_URL', // the daemon URL the examples (examples/) connect to
+  'DATACAT_SOAK', // test/: soak mode
+  'DATACAT_CHAOS_SEED', // test/chaos.test.ts: replay a seed
+  'DATACAT_CHAOS_MS', // test/chaos.test.ts: run length
+]);
+
+const KEY_ENV_VARS = new Set(CONFIG_KEYS.map((k) => envVarName(k.name)));
+
+/**
+ * Near misses, for a hint: a flag alias's spelling (DATACAT_PORT: the variable is
+ * DATACAT_DAEMON_PORT; aliases are flags only) and any key's variable without its underscores
+ * (DATACAT_SERVERURL).
+ */
+const ENV_HINTS = new Map<string, string>([
+  ...CONFIG_KEYS.map((k) => [envVarName(k.name).replace(/_/g, ''), envVarName(k.name)] as const),
+  ...CONFIG_KEYS.flatMap((k) => (k.flagAliases ?? []).map((a) => [`DATACAT_${a.toUpperCase().replace(/-/g, '_')}`, envVarName(k.name)] as const)),
+]);
+
+/**
+ * One warning per DATACAT_* variable that names no key (CONTRACT §1: unknown keys warn). Kept
+ * apart from loadConfig's warnings, which are about what it read: this is about what it did not,
+ * and only the daemon reports it (the commands leave warnings to the daemon).
+ */
+export function unknownEnvWarnings(env: NodeJS.ProcessEnv): string[] {
+  return Object.keys(env)
+    .filter((name) => name.startsWith('DATACAT_') && !KEY_ENV_VARS.has(name) && !OTHER_ENV_VARS.has(name))
+    .sort()
+    .map((name) => {
+      const hint = ENV_HINTS.get(name) ?? ENV_HINTS.get(name.replace(/_/g, ''));
+      return `unknown environment variable ${showRaw(name)} (ignored${hint ? `; did you mean ${hint}?` : ''})`;
+    });
 }
 
 // ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ export class ClientMark {
   submitted: number;
   durable: number;
   private regs: Array<[number, string]>;
-  /** Submissions not yet settled; a replacing connection waits for them before its welcome. */
+  /** Frames held and submissions not yet settled; the next connection waits for them before its welcome. */
   private pending = 0;
   private idleWaiters: Array<() => void> = [];
   /** The connection currently speaking for this client id. */
@@ -46,6 +46,22 @@ export class ClientMark {
       if (this.regs.length > REMEMBERED_REGISTRATIONS) this.regs.splice(0, this.regs.length - REMEMBERED_REGISTRATIONS);
     }
     return [clientMarkKey(this.clientId), pack({ hwm: this.submitted, regs: this.regs } satisfies StoredMark)];
+  }
+
+  /**
+   * Holds the mark from the moment a frame is read until its ops are submitted (each submission
+   * is then tracked on its own), so `idle()` also waits for frames still queued behind a
+   * registration, or in the middle of being handled, on a socket that may have closed meanwhile.
+   * Returns the release, which is safe to call more than once.
+   */
+  hold(): () => void {
+    this.pending++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.settle();
+    };
   }
 
   /** Tracks a submission; the mark only moves forward when it is durable. */

@@ -1,6 +1,7 @@
 import { ProtocolError } from '../protocol/errors.js';
 import type { Limits } from '../protocol/limits.js';
 import { validateOp } from '../protocol/validate.js';
+import { isPlainObject } from '../protocol/values.js';
 import type { Op, OpKind, SessionOp } from '../protocol/ops.js';
 import { OK, type Route, type RequestContext, type TextAnswer } from './http-server.js';
 import type { Ingest } from './ingest.js';
@@ -49,8 +50,7 @@ export function buildRoutes(s: RouteServices): Map<string, Route> {
       async handle({ body, rt }: RequestContext) {
         const op = validateOp(kind, body, s.limits) as SessionOp;
         const [outcome] = await s.ingest.submit([op], rt);
-        // Discarded by overflow drop_newest: not an error (the operator chose it), but not persisted.
-        if (outcome?.code === 'dropped') return { status: 'dropped', details: outcome.message };
+        // Discarded by overflow drop_newest included: that op is not persisted, so it is no 200.
         if (outcome) throw new ProtocolError(outcome.code, outcome.message);
         return OK;
       },
@@ -80,7 +80,7 @@ export function buildRoutes(s: RouteServices): Map<string, Route> {
       if (!Number.isInteger(limit) || limit < 1 || limit > MAX_QUEUE_LIMIT)
         throw new ProtocolError('invalid_field', `limit must be an integer between 1 and ${MAX_QUEUE_LIMIT}`);
       const sessionId = query.get('session_id') || undefined;
-      const dead = ['1', 'true', 'yes'].includes(query.get('dead') ?? '');
+      const dead = isYes(query.get('dead'));
       const answer = await s.queue({ sessionId, limit, dead });
       if (!answer) throw new ProtocolError('unknown_session', `no session has the id "${sessionId!.slice(0, 128)}"`);
       return answer;
@@ -89,7 +89,8 @@ export function buildRoutes(s: RouteServices): Map<string, Route> {
 
   routes.set('/queue/replay', {
     method: 'POST',
-    async handle() {
+    async handle({ body }) {
+      noBodyExpected(body, '/queue/replay');
       return { status: 'ok', replayed: await s.replay() };
     },
   });
@@ -101,11 +102,22 @@ export function buildRoutes(s: RouteServices): Map<string, Route> {
 
   routes.set('/flush', {
     method: 'POST',
-    async handle({ query }) {
-      const { depth } = await s.flush(query.get('wait') === '1' || query.get('wait') === 'true');
+    async handle({ query, body }) {
+      noBodyExpected(body, '/flush');
+      const { depth } = await s.flush(isYes(query.get('wait')));
       return { status: 'ok', depth };
     },
   });
 
   return routes;
+}
+
+/** A query flag: 1, true or yes (any case). */
+function isYes(value: string | null): boolean {
+  return value !== null && ['1', 'true', 'yes'].includes(value.toLowerCase());
+}
+
+/** Endpoints that take `{}` (or nothing) still refuse a body that is not an object, like the others. */
+function noBodyExpected(body: unknown, path: string): void {
+  if (body !== undefined && !isPlainObject(body)) throw new ProtocolError('bad_request', `${path} takes {} or no body`);
 }

@@ -6,9 +6,18 @@ import type { BatchErrors, OpOutcome, RoundCoordinator, RoutedOp } from '../acto
 import type { BatchBody } from '../workers/round-messages.js';
 import type { QueueLimit } from '../outbox/queue-limit.js';
 import type { RegisterInput } from '../actors/session-actor.js';
+import type { CreateAnswer, RegisterCreate } from '../actors/sync-actor.js';
+import { leaseKey } from '../outbox/keys.js';
+import { pack } from '../protocol/codec.js';
 
-/** How /register reaches the upstream: the server's id, or null (down, or not in time). */
-export type CreateNow = (body: Record<string, unknown>, timeoutMs: number) => Promise<string | null>;
+/** Session ops that add nothing to the outbox: always taken, even from a full one. */
+const QUEUES_NOTHING = new Set<string>(['heartbeat', 'pause_heartbeat', 'resume_heartbeat']);
+
+/**
+ * How /register reaches the upstream: the server's id; or none (down, not in time), with the
+ * server's answer when it refused the create outright (a 4xx that is not retried).
+ */
+export type CreateNow = (body: Record<string, unknown>, timeoutMs: number) => Promise<RegisterCreate>;
 
 export interface IngestSettings {
   register_timeout_ms: number;
@@ -40,6 +49,8 @@ export class Ingest {
     private readonly limit: QueueLimit,
     /** drop_oldest: asks the sync actor to discard the oldest queued events and metrics. */
     private readonly makeRoom: () => void,
+    /** A create still in flight when /register answered with a local id: its session's queued create adopts it. */
+    private readonly adoptCreate: (sn: number, late: Promise<CreateAnswer>) => void,
   ) {}
 
   /**
@@ -90,7 +101,8 @@ export class Ingest {
       machine_id: body.machine_id ?? this.settings.machine_id,
       hostname: body.hostname ?? this.settings.hostname,
     };
-    const serverId = await this.createNow(create, this.settings.register_timeout_ms);
+    const answer = await this.createNow(create, this.settings.register_timeout_ms);
+    const serverId = answer.server_id;
     const sn = this.commits.allocate('sessions');
     const localId = serverId ? null : `local-session-${Math.floor(rt / 1000)}-${this.commits.allocate('local')}`;
     const idPuts = this.directory.add(sn, { local_id: localId, server_id: serverId });
@@ -102,9 +114,14 @@ export class Ingest {
       parent_pid: body.parent_pid ?? null,
       local_id: localId,
       server_id: serverId,
+      create_refused: answer.server_id === null ? answer.refused : null,
     };
     const sessionId = (serverId ?? localId)!;
-    const durable = this.rounds.submit([{ sn, kind: 'register', rt, body: reg }], idPuts.concat(putsFor(sessionId))).then(([outcome]) => {
+    if (answer.late) this.adoptCreate(sn, answer.late);
+    // A create still on its way may reach the server: until the session's lane records its answer,
+    // a kill leaves it in doubt. So it holds a send lease of one, written with the session.
+    const lease: Array<[string, Uint8Array]> = answer.late ? [[leaseKey(sn), pack(1)]] : [];
+    const durable = this.rounds.submit([{ sn, kind: 'register', rt, body: reg }], idPuts.concat(lease, putsFor(sessionId))).then(([outcome]) => {
       if (outcome) throw new ProtocolError(outcome.code, outcome.message);
     });
     // A registration that was not persisted never happened: its ids must not resolve.
@@ -137,7 +154,9 @@ export class Ingest {
    * durable. `puts` are written atomically with the ops (a WebSocket client's high-water mark).
    */
   async submit(ops: ReadonlyArray<SessionOp>, rt: number, puts?: Array<[string, Uint8Array]>, whenFull: WhenFull = 'refuse'): Promise<OpOutcome[]> {
-    const dropPassThrough = this.overflow(whenFull);
+    // Heartbeats queue nothing (upstream heartbeats are the daemon's own): refusing them when the
+    // outbox is full would only make a live application look hung.
+    const dropPassThrough = this.overflow(ops.every((op) => QUEUES_NOTHING.has(op.kind)) ? 'accept' : whenFull);
     const outcomes: OpOutcome[] = new Array(ops.length).fill(null);
     const routed: RoutedOp[] = [];
     const positions: number[] = [];

@@ -71,7 +71,7 @@ export class DaemonMetrics {
     plainCounter('datacat_remaps_total', 'Sessions created locally and later given their server id', () => src.counters().remaps);
     const sessions = new Gauge({
       name: 'datacat_sessions',
-      help: 'Sessions known to the daemon, by status',
+      help: 'Sessions known to the daemon, by status: active and inactive add up to all of them; hung counts the active ones that are hung',
       labelNames: ['status'],
       registers,
       collect() {

@@ -127,19 +127,7 @@ export class WsConnection {
       case 'ops': {
         const ops = frame['ops'];
         if (!Array.isArray(ops)) return this.close(CLOSE.notAFrame, '"ops" must be an array');
-        this.inflightOps += ops.length;
-        this.updateFlow();
-        this.chain = this.chain
-          .then(() => this.handleOps(ops, rt))
-          .then(
-            ({ answered }) =>
-              void answered.finally(() => {
-                this.inflightOps -= ops.length;
-                this.updateFlow();
-              }),
-            (err: unknown) => this.fail(err),
-          );
-        return;
+        return this.enqueue(ops.length, () => this.handleOps(ops, rt));
       }
       case 'batch': {
         const { session_id: sessionId, q, n, ops } = frame;
@@ -149,25 +137,37 @@ export class WsConnection {
         // (a 30-byte frame must not make the daemon build millions of per-op errors).
         if (n > this.deps.limits.max_ops_per_frame)
           return this.close(CLOSE.notAFrame, `a batch of n=${n} ops is past max_ops_per_frame=${this.deps.limits.max_ops_per_frame}; split it`);
-        this.inflightOps += n;
-        this.updateFlow();
-        this.chain = this.chain
-          .then(() => this.handleBatch(sessionId, q, n, ops, rt))
-          .then(
-            ({ answered }) =>
-              void answered.finally(() => {
-                this.inflightOps -= n;
-                this.updateFlow();
-              }),
-            (err: unknown) => this.fail(err),
-          );
-        return;
+        return this.enqueue(n, () => this.handleBatch(sessionId, q, n, ops, rt));
       }
       case 'get_session':
         return void this.handleRead(frame['id'], frame['session_id']);
       default:
         return this.close(CLOSE.notAFrame, `unknown frame type "${String(frame['t']).slice(0, 32)}"`);
     }
+  }
+
+  /**
+   * Handles a frame after the frames before it (`chain`). Its ops count as in flight (the socket
+   * stops being read past maxInflightOps) until they are answered, and the client's mark is held
+   * until they are submitted: a connection that takes over this client id, even after this socket
+   * has closed, is welcomed only once they are persisted or refused, so the `acked` it is told is
+   * final and a resend of them is skipped.
+   */
+  private enqueue(opCount: number, handle: () => Promise<{ answered: Promise<unknown> }> | { answered: Promise<unknown> }): void {
+    this.inflightOps += opCount;
+    this.updateFlow();
+    const release = this.mark.hold();
+    this.chain = this.chain
+      .then(handle)
+      .then(
+        ({ answered }) =>
+          void answered.finally(() => {
+            this.inflightOps -= opCount;
+            this.updateFlow();
+          }),
+        (err: unknown) => this.fail(err),
+      )
+      .finally(release);
   }
 
   /**
@@ -275,7 +275,8 @@ export class WsConnection {
       const acked = this.mark.durable;
       if (acked === this.ackedSent && !this.pendingErrors.length && !this.pendingRegistered.length) return;
       const frame: AckFrame = { t: 'ack', acked };
-      if (this.pendingErrors.length) frame.errors = this.pendingErrors.splice(0);
+      // Frames' answers settle in any order (one session's round can finish before another's).
+      if (this.pendingErrors.length) frame.errors = this.pendingErrors.splice(0).sort(bySeq);
       if (this.pendingRegistered.length) frame.registered = this.pendingRegistered.splice(0);
       this.ackedSent = acked;
       this.send(frame);
@@ -289,7 +290,7 @@ export class WsConnection {
     try {
       const session = await this.deps.reads.get(sessionId);
       if (!session) return fail('unknown_session', `no session has the id "${sessionId.slice(0, 128)}"`);
-      this.send({ t: 'session', id: reqId ?? 0, session });
+      this.send({ t: 'session', id: reqId, session });
     } catch (err) {
       fail('internal', (err as Error).message);
     }
@@ -323,4 +324,9 @@ function toBytes(data: RawData): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   return data;
+}
+
+/** Errors in `q` order; those without a usable `q` (null) first. */
+function bySeq(a: [number | null, ...unknown[]], b: [number | null, ...unknown[]]): number {
+  return (a[0] ?? -1) - (b[0] ?? -1);
 }

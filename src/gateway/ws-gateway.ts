@@ -31,6 +31,9 @@ export class WsGateway {
   private readonly wss: WebSocketServer;
   readonly connections = new Set<WsConnection>();
   private closing = false;
+  /** The last moment the daemon held its sockets unread for its own sake (see listeningSince). */
+  private lastDeafAt = 0;
+  private deaf = false;
 
   constructor(private readonly options: WsGatewayOptions) {
     this.wss = new WebSocketServer({
@@ -47,9 +50,29 @@ export class WsGateway {
     for (const conn of this.connections) conn.send(frame);
   }
 
-  /** The daemon's write backlog went down: let paused sockets read again. */
+  /** The daemon's write backlog or outbox crossed its bound: pause or resume every socket. */
   updateFlow(): void {
+    this.noteDeafness();
     for (const conn of this.connections) conn.updateFlow();
+  }
+
+  /**
+   * Since when the daemon has been reading its sockets. While it holds them unread for its own
+   * sake (its write backlog over max_pending_bytes, or the outbox full under overflow block), the
+   * heartbeats applications send wait unread in the socket: the hang watch counts an
+   * application's silence from here, not from a heartbeat the daemon could not have heard.
+   * 0 when it never stopped.
+   */
+  listeningSince(): number {
+    this.noteDeafness();
+    return this.lastDeafAt;
+  }
+
+  /** Called at every flow change and every duty tick: a deaf spell is noted while it lasts and when it ends. */
+  private noteDeafness(): void {
+    const deaf = this.connections.size > 0 && this.options.overloaded() !== null;
+    if (deaf || this.deaf) this.lastDeafAt = Date.now();
+    this.deaf = deaf;
   }
 
   pausedCount(): number {
@@ -76,7 +99,8 @@ export class WsGateway {
     };
     if (this.closing) return refuse(400, 'the daemon is shutting down');
     if (url.pathname !== '/ws') return refuse(404, `WebSocket connections go to /ws, not ${url.pathname}`);
-    if (!this.options.auth.allows(req, url.searchParams.get('token'))) return refuse(401, 'missing or wrong auth token: send "Authorization: Bearer <auth_token>" or ?token=');
+    const denied = this.options.auth.refusal(req, url.searchParams.get('token'));
+    if (denied) return refuse(401, denied);
     const clientId = url.searchParams.get('client_id') ?? `anon-${randomUUID()}`;
     if (!CLIENT_ID_PATTERN.test(clientId)) return refuse(400, 'client_id must be 1-128 characters from A-Z a-z 0-9 . _ : -');
     this.wss.handleUpgrade(req, socket, head, (ws) => void this.accept(ws, clientId));
@@ -89,11 +113,10 @@ export class WsGateway {
     const previous = [...this.connections].find((c) => c.mark === mark);
     const owner = {};
     mark.owner = owner;
-    if (previous) {
-      previous.close(CLOSE.replaced, 'replaced by a newer connection with the same client_id');
-      // The new connection must be told a final mark: wait for the old one's submissions.
-      await previous.settled().catch(() => undefined);
-    }
+    if (previous) previous.close(CLOSE.replaced, 'replaced by a newer connection with the same client_id');
+    // The new connection must be told a final mark: wait for whatever earlier connections of this
+    // client id (open until just now, or closed by the client) still have in flight.
+    await mark.idle();
     if (mark.owner !== owner) return; // replaced again meanwhile: the newer connection owns the mark
     if (ws.readyState !== ws.OPEN) return this.options.marks.release(mark, owner); // gone while we waited
     const conn = new WsConnection(ws, mark, {

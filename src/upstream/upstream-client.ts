@@ -71,7 +71,9 @@ export class UpstreamClient {
     const outcome = await this.post('/api/sessions', body, opts);
     if (outcome.kind !== 'ok') return outcome;
     const answer = outcome.body as { session_id?: unknown; id?: unknown } | null;
-    const id = answer?.session_id ?? answer?.id;
+    const given = answer?.session_id ?? answer?.id;
+    // A server with integer ids answers a number: it is the same id in the paths it expects.
+    const id = typeof given === 'number' && Number.isSafeInteger(given) && given >= 0 ? String(given) : given;
     if (typeof id !== 'string' || id.length === 0 || id.length > 1024)
       return { kind: 'dead', reason: `create answered ${outcome.status} without a usable session_id: ${JSON.stringify(outcome.body).slice(0, 200)}`, status: outcome.status };
     return { ...outcome, sessionId: id };

@@ -80,9 +80,15 @@ class ActorRegistry {
   }
 
   runRound(req: RoundRequest): RoundReply {
-    for (const [sn, core, state, aggregates, activity] of req.activate)
-      this.actors.set(sn, new SessionActor(decodeSnapshot(core, state, aggregates, activity), this.settings));
     const touched = new Set<SessionActor>();
+    for (const [sn, core, state, aggregates, activity, newest] of req.activate) {
+      const actor = new SessionActor(decodeSnapshot(core, state, aggregates, activity), this.settings);
+      this.actors.set(sn, actor);
+      if (newest) {
+        actor.recoverActivity(newest, req.now);
+        touched.add(actor);
+      }
+    }
     /** Actors that must persist their activity in this round (a read is waiting). */
     const flushed = new Set<SessionActor>();
     for (const [sn, serverId] of req.remaps) {
@@ -108,6 +114,7 @@ class ActorRegistry {
         touched.add(actor);
         if (kind === 'batch') this.runBatch(actor, body as BatchBody, rt, index, reply);
         else if (kind === 'persist') flushed.add(actor);
+        else if (kind === 'activate') return; // loaded above: nothing to apply
         else if (kind === 'parent_exited') actor.parentExited(rt, ...(body as [number, number]));
         else {
           actor.apply(kind as ActorOpKind, body as never, rt);
@@ -121,7 +128,7 @@ class ActorRegistry {
     if (req.tick) {
       const alive = processProbe();
       for (const actor of this.actors.values()) {
-        actor.tick(req.now, alive);
+        actor.tick(req.now, alive, req.listeningSince ?? 0);
         touched.add(actor);
       }
     }

@@ -11,8 +11,9 @@ import type { Limits } from '../protocol/limits.js';
 
 /**
  * [session number, op kind, receive time ms, body]: a validated body, a RegisterInput for
- * `register`, for kind `batch` a BatchBody (ops the worker decodes and validates itself), and
- * for kind `persist` nothing (persist the session's activity now: a read is waiting), and for
+ * `register`, for kind `batch` a BatchBody (ops the worker decodes and validates itself), for
+ * kind `persist` nothing (persist the session's activity now: a read is waiting), for kind
+ * `activate` nothing (only load the session, so its duties run from the next tick), and for
  * kind `parent_exited` [daemon pid, parent pid] (the application that started the daemon exited).
  * Ops and batches share one list so a session's items keep their submission order.
  */
@@ -29,13 +30,22 @@ export interface RoundRequest {
   r: number;
   /** The main thread's clock for this round (workers take no time of their own: one clock). */
   now: number;
-  /** Sessions to load into this worker before the ops run: [sn, core, state?, aggregates?, activity?] (snapshot parts). */
-  activate: Array<[sn: number, core: Uint8Array, state: Uint8Array | undefined, aggregates: Uint8Array | undefined, activity: Uint8Array | undefined]>;
+  /**
+   * Sessions to load into this worker before the ops run: [sn, core, state?, aggregates?,
+   * activity?] (snapshot parts), and, the first time a session is loaded in this process or
+   * after a worker was lost, its newest outbox chunks, oldest first (SessionActor.recoverActivity).
+   */
+  activate: Array<[sn: number, core: Uint8Array, state: Uint8Array | undefined, aggregates: Uint8Array | undefined, activity: Uint8Array | undefined, newest?: Uint8Array[]]>;
   /**
    * Periodic duties over every actor of the worker: `due` persists activity that is due;
    * `all` persists everything not yet persisted (shutdown).
    */
   tick?: ActivityFlush;
+  /**
+   * With a tick: since when the daemon has been reading its sockets (WsGateway.listeningSince);
+   * the hang watch does not count silence before it.
+   */
+  listeningSince?: number;
   ops: WorkerOp[];
   /** Remap broadcast: the session's server id is now known. */
   remaps: Array<[sn: number, serverId: string]>;

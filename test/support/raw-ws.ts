@@ -57,8 +57,8 @@ export class RawWs {
     }
   }
 
-  welcome(): Promise<any> {
-    return this.next((f) => f.t === 'welcome');
+  welcome(timeoutMs = 5000): Promise<any> {
+    return this.next((f) => f.t === 'welcome', timeoutMs);
   }
 
   /** Waits until an ack covers `seq`; returns every ack received so far. */

@@ -356,3 +356,27 @@ function noteText(notes: WeakMap<object, FaultNote>, r: ReceivedRequest): string
 export function arrivals(requests: readonly ReceivedRequest[], from: number, to: number, kinds?: ReadonlySet<string>): ReceivedRequest[] {
   return requests.filter((r) => r.at > from && r.at <= to && (!kinds || kinds.has(r.kind)));
 }
+
+const WAIT_STATUSES = new Set([429, 502, 503, 504]);
+const served = (x: ReceivedRequest): boolean => x.outcome === 'applied' && x.status !== null && x.status < 300;
+
+/**
+ * Whether the daemon takes refusal `r` as its session's own, so that only that session waits
+ * (SyncActor.closesGate): since the server last took an op of the session, one of its requests
+ * was answered with a wait (429, 502-504), and after that the server took another session's
+ * request (answered by the time `r` was, give or take the 150 ms the Retry-After check allows).
+ * Creates belong to no session on the server: their refusals always pause everyone.
+ */
+export function ownRefusal(requests: readonly ReceivedRequest[], r: ReceivedRequest): boolean {
+  if (r.sessionId === null || r.kind === 'create') return false;
+  let first: ReceivedRequest | null = null;
+  for (const x of requests) {
+    if (x.seq >= r.seq) break;
+    if (x.sessionId !== r.sessionId) continue;
+    if (served(x)) first = null;
+    else if (first === null && x.status !== null && WAIT_STATUSES.has(x.status)) first = x;
+  }
+  if (!first) return false;
+  const from = first;
+  return requests.some((x) => x.seq > from.seq && x.at <= r.at + 150 && x.sessionId !== r.sessionId && served(x));
+}

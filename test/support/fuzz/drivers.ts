@@ -436,7 +436,7 @@ export async function runReads(ctx: Ctx, cases: Case[]): Promise<void> {
     ctx.report.fail(null, `${sent} answers`, `${sock.frames.length}`, { what: `reads: ${(err as Error).message}` });
   }
   sock.close();
-  let session0 = 0;
+  let sessionNull = 0;
   const errorNull = new Map<string, number>();
   for (const f of sock.frames) {
     if (f.t === 'session' && byId.has(f.id)) {
@@ -451,12 +451,12 @@ export async function runReads(ctx: Ctx, cases: Case[]): Promise<void> {
       const rc = c.c as ReadCase;
       const want = rc.expect.t === 'error' ? `an error frame ${rc.expect.code}` : 'a session frame';
       if (rc.expect.t !== 'error' || rc.expect.code !== f.code) ctx.report.fail(c, want, `an error frame ${f.code} (${f.message})`);
-    } else if (f.t === 'session' && f.id === 0) session0++;
+    } else if (f.t === 'session' && f.id === null) sessionNull++;
     else if (f.t === 'error' && f.id === null) errorNull.set(f.code, (errorNull.get(f.code) ?? 0) + 1);
     else ctx.report.fail(null, 'only session/error answers', describe(f).slice(0, 200), { what: 'reads: unexpected frame' });
   }
   for (const c of byId.values()) ctx.report.fail(c, 'an answer', 'none');
-  if (session0 !== badSession.length) ctx.report.fail(badSession[0] ?? null, `${badSession.length} session answers with id 0 (request id not a number or string)`, `${session0}`);
+  if (sessionNull !== badSession.length) ctx.report.fail(badSession[0] ?? null, `${badSession.length} session answers with id null (request id not a number or string)`, `${sessionNull}`);
   for (const [code, cs] of badError)
     if ((errorNull.get(code) ?? 0) !== cs.length) ctx.report.fail(cs[0]!, `${cs.length} error answers ${code} with id null`, `${errorNull.get(code) ?? 0}`);
 }

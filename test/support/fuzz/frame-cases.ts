@@ -8,7 +8,7 @@
  */
 import type { Rng } from './prng.js';
 import { CLOSE, LIMITS, type ErrorCode } from './limits.js';
-import { ENDED, CRASHED, LIVE_SESSIONS, live, validOp, opCase } from './op-cases.js';
+import { ENDED, CRASHED, LIVE_SESSIONS, afterEnd, live, validOp, opCase } from './op-cases.js';
 import { encode, reference, type Encoding } from './msgpack.js';
 import { nameStr, str } from './values.js';
 
@@ -306,7 +306,11 @@ const FRAMES: FrameMutation[] = [
         (op) => op,
       );
       const n = ops.length;
-      return { conn: 'batch', note: `a batch of ${n} valid ops for an ended session`, shape: { t: 'batch', session: rng.pick([ENDED, CRASHED]), n, content: { ops }, expect: Array(n).fill('session_ended') } };
+      const expect = ops.map((op) => {
+        const e = afterEnd(String((op as { k: unknown }).k));
+        return 'code' in e ? e.code : ('ok' as const);
+      });
+      return { conn: 'batch', note: `a batch of ${n} valid ops for an ended session`, shape: { t: 'batch', session: rng.pick([ENDED, CRASHED]), n, content: { ops }, expect } };
     },
   },
   {
@@ -343,7 +347,7 @@ export interface ReadCase {
   /** The request id: 'auto' (the driver gives a unique one), or a bad one to send as it is. */
   id: 'auto' | { bad: unknown };
   sessionId: unknown;
-  /** `session` frame, or `error` frame with a code. With a bad id the answer carries id 0 (session) or null (error). */
+  /** `session` frame, or `error` frame with a code. With a bad id the answer carries id null. */
   expect: { t: 'session' } | { t: 'error'; code: ErrorCode };
   note: string;
 }

@@ -93,6 +93,11 @@ export const SCHEMA: Record<string, Record<string, Field>> = {
 export const OP_KINDS = Object.keys(SCHEMA);
 /** Kinds with an HTTP endpoint of their own (crash is WebSocket only). */
 export const HTTP_KINDS = OP_KINDS.filter((k) => k !== 'crash');
+/** After end or crash, ending again and heartbeats are accepted as no-ops; data is refused. */
+const NO_OPS_AFTER_END = ['end', 'crash', 'heartbeat', 'pause_heartbeat', 'resume_heartbeat'];
+export function afterEnd(kind: string): OpExpect {
+  return NO_OPS_AFTER_END.includes(kind) ? OK : { code: 'session_ended' };
+}
 /** Kinds that leave a live session live when accepted. */
 const HARMLESS_KINDS = ['state', 'event', 'metric', 'heartbeat', 'pause_heartbeat', 'resume_heartbeat'];
 /** Metric names and tags of aggregated series come from a small set: aggregates are per series, kept for the session's life. */
@@ -159,9 +164,14 @@ export function validOp(rng: Rng, kind: string, t: Transport, session: string, a
   return op;
 }
 
-/** Counters with a delta and histograms are aggregated per series: keep their series few. */
+/**
+ * `delta` only on a counter (with no type it makes one; on any other type it is refused, see
+ * the metric mutations). Counters with a delta and histograms are aggregated per series: keep
+ * their series few.
+ */
 function shapeMetric(rng: Rng, op: Op): void {
-  const type = op['type'];
+  if (op['delta'] !== undefined && op['type'] !== undefined && op['type'] !== 'counter') delete op['delta'];
+  const type = op['type'] ?? (op['delta'] !== undefined ? 'counter' : 'gauge');
   const aggregated = (type === 'counter' && op['delta'] !== undefined) || type === 'histogram';
   if (!aggregated) return;
   op['name'] = rng.pick(SERIES);
@@ -376,6 +386,17 @@ const MUTATIONS: Mutation[] = [
     },
   },
   {
+    name: 'delta_not_counter',
+    weight: { ws: 1, batch: 1, http: 1 },
+    make(c) {
+      const kind = 'metric';
+      const op = validOp(c.rng, kind, c.t, liveSession(c));
+      op['type'] = c.rng.pick(['gauge', 'histogram', 'timer']);
+      op['delta'] = finiteNumber(c.rng);
+      return { kind, op, expect: { code: 'invalid_field' }, note: `a ${op['type']} with a delta (its increment would be lost)` };
+    },
+  },
+  {
     name: 'bad_buckets',
     weight: { ws: 1, batch: 1, http: 1 },
     make(c) {
@@ -443,8 +464,20 @@ const MUTATIONS: Mutation[] = [
       // Past max_depth, but far from what exhausts a decoder's (or encoder's) stack: that is
       // a case of its own in test/fuzz-regressions.json.
       const depth = c.rng.chance(0.4) ? LIMITS.max_depth + 1 : c.rng.logRange(LIMITS.max_depth + 1, 300);
-      op[field] = nestedTo(c.rng, depth, scalar(c.rng, c.t), { keys: kind === 'state' ? 'state' : 'any' });
+      op[field] = nestedTo(c.rng, depth, scalar(c.rng), { keys: kind === 'state' ? 'state' : 'any' });
       return { kind, op, expect: { code: 'too_deep' }, note: `${kind}.${field} nested ${depth} deep` };
+    },
+  },
+  {
+    name: 'bin_in_value',
+    weight: { ws: 2, batch: 2 },
+    make(c) {
+      const [kind, field] = kindWith(c, ['object']);
+      const op = validOp(c.rng, kind, c.t, liveSession(c));
+      // The bin sits one level below the deepest container, so it stays within max_depth.
+      const depth = c.rng.range(1, LIMITS.max_depth - 1);
+      op[field] = nestedTo(c.rng, depth, c.rng.bytes(c.rng.range(0, 16)), { keys: kind === 'state' ? 'state' : 'any' });
+      return { kind, op, expect: { code: 'invalid_field' }, note: `MessagePack bin at depth ${depth + 1} of ${kind}.${field}: JSON has no bytes` };
     },
   },
   {
@@ -510,7 +543,7 @@ const MUTATIONS: Mutation[] = [
     make(c) {
       const kind = c.rng.pick(OP_KINDS.filter((k) => k !== 'register' && (c.t !== 'http' || k !== 'crash')));
       const session = c.rng.pick([ENDED, CRASHED]);
-      return { kind, op: validOp(c.rng, kind, c.t, session), expect: { code: 'session_ended' }, note: `${kind} for the ${session} session` };
+      return { kind, op: validOp(c.rng, kind, c.t, session), expect: afterEnd(kind), note: `${kind} for the ${session} session` };
     },
   },
   {

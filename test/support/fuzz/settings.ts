@@ -1,13 +1,13 @@
 /**
  * Run settings from the environment (documented in test/fuzz.test.ts):
  *   FUZZ_SEED=1,0x2a     seeds (decimal or 0x hex); default DEFAULT_SEEDS
- *   FUZZ_CASES=N         cases per run, split evenly over the seeds; default 120 000
+ *   FUZZ_CASES=N         cases per run, split evenly over the seeds; default 100 000 (issue 6: at least 100 k per CI run)
  *   FUZZ_ONLY=5,17-20    only these case indices (with one FUZZ_SEED): a failure's replay
  *   DATACAT_SOAK=1       soak: seed after seed (the defaults, then random ones, printed) for
  *                        FUZZ_SOAK_SECONDS (default 600), FUZZ_CASES per seed (default 200 000)
  */
 export const DEFAULT_SEEDS = [0xdc01, 0xdc02, 0xdc03];
-export const DEFAULT_CASES = 120_000;
+export const DEFAULT_CASES = 100_000;
 
 export interface Settings {
   seeds: number[];
