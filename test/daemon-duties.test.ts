@@ -4,7 +4,7 @@ import { startFakeUpstream } from './support/fake-upstream.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BIN, spawnDaemon, startTestDaemon, until } from './support/daemon-harness.js';
+import { BIN, processExists, spawnDaemon, startTestDaemon, until } from './support/daemon-harness.js';
 
 const daemonEvents = (upstream: Awaited<ReturnType<typeof startFakeUpstream>>, name: string) =>
   upstream.applied({ kind: 'event' }).filter((r) => r.body.name === name);
@@ -47,7 +47,7 @@ t.test('upstream heartbeats are coalesced, only for live sessions', async (t) =>
   const upstream = await startFakeUpstream();
   t.teardown(() => upstream.close());
   const { api } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, upstream_heartbeat_seconds: 1, heartbeat_timeout_seconds: 30 });
-  const live = await api.register('live', '1');
+  const live = await api.registerOnServer('live', '1');
   const ended = await api.register('ended', '1');
   await api.ok('/end', { session_id: ended });
   const afterEnd = upstream.requests.length; // a beat may have caught it while it was still active
@@ -56,6 +56,24 @@ t.test('upstream heartbeats are coalesced, only for live sessions', async (t) =>
   const beats = upstream.applied({ kind: 'heartbeat' }).filter((b) => b.seq > afterEnd);
   t.ok(beats.length >= 2 && beats.length <= 4, `${beats.length} upstream heartbeats for 50 local ones in ~2.6 s`);
   t.ok(beats.every((b) => b.sessionId === live), 'none for the ended session');
+});
+
+t.test('no upstream heartbeat arrives after its session ended, even when heartbeats are slow', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  upstream.addFault({ match: (r) => r.kind === 'heartbeat', delayMs: 300 });
+  const { api } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, upstream_heartbeat_seconds: 1, heartbeat_timeout_seconds: 60 });
+  const ids: string[] = [];
+  for (let i = 0; i < 40; i++) ids.push(await api.register('hb', '1'));
+  // A heartbeat round of 40 sessions in groups of 8 takes ~1.5 s: end them all in the middle of it.
+  await until(() => upstream.applied({ kind: 'heartbeat' }).length > 0, 'a heartbeat round under way', 10_000);
+  await Promise.all(ids.map((id) => api.ok('/end', { session_id: id })));
+  await until(() => upstream.applied({ kind: 'end' }).length === 40, 'every end delivered', 10_000);
+  await new Promise((r) => setTimeout(r, 2500)); // past the round, and the next
+  const late = upstream.applied({ kind: 'end' }).filter((end) =>
+    upstream.requests.some((r) => r.kind === 'heartbeat' && r.sessionId === end.sessionId && r.seq > end.seq),
+  );
+  t.equal(late.length, 0, 'end is the last request of every session');
 });
 
 t.test("a session's parent process dies: crash event and crash op; an ended session is left alone", async (t) => {
@@ -67,6 +85,7 @@ t.test("a session's parent process dies: crash event and crash op; an ended sess
   const finished = child();
   t.teardown(() => void (app.kill(), finished.kill()));
   const id = await api.register('app', '1', { parent_pid: app.pid });
+  await api.ok('/metric', { session_id: id, name: 'c', type: 'counter', value: 0, delta: 3 }); // a total still to send
   const endedId = await api.register('app', '1', { parent_pid: finished.pid });
   await api.ok('/end', { session_id: endedId });
   app.kill('SIGKILL');
@@ -77,7 +96,8 @@ t.test("a session's parent process dies: crash event and crash op; an ended sess
   t.ok(view.ended_at);
   await until(() => upstream.applied({ kind: 'crash' }).length === 1, 'crash op upstream');
   const ops = upstream.sessions.get(id)!.ops;
-  t.same(ops.slice(-2).map((o) => o.kind), ['event', 'crash'], 'the event, then the crash, last');
+  t.same(ops.slice(-3).map((o) => o.kind), ['metric', 'event', 'crash'], "the counter's final total, then the event, then the crash, last");
+  t.match(ops.at(-3)!.body, { name: 'c', type: 'counter', value: 3 });
   t.match(ops.at(-2)!.body, { name: 'parent_process_crashed', category: 'critical', group: 'datacat.daemon', data: { parent_pid: app.pid } });
   t.same(ops.at(-1)!.body, { reason: 'parent_process_terminated' });
   await new Promise((r) => setTimeout(r, 1200));
@@ -161,7 +181,8 @@ t.test('started the way DataCat clients start it: when the application exits, it
   const again = await spawnDaemon(t, ['--data-dir', dataDir, '--server-url', upstream.url]);
   const view = (await again.api.get(`/session?session_id=${id}`)).body;
   const events = upstream.sessions.get(view.server_id)?.ops ?? [];
-  t.match(events.at(-2)?.body, { name: 'daemon_parent_exited', group: 'datacat.daemon', category: 'critical' }, 'the session got daemon_parent_exited upstream');
+  // The launcher registered the session with its own pid: the session's parent is gone.
+  t.match(events.at(-2)?.body, { name: 'parent_process_crashed', group: 'datacat.daemon', category: 'critical', data: { parent_pid: Number } }, 'the session got parent_process_crashed upstream');
   t.equal(events.at(-1)?.kind, 'crash', 'then its crash, last');
   t.equal(view.crashed, true);
   t.equal(view.active, false);
@@ -185,11 +206,80 @@ t.test('a daemon started by hand keeps running when its parent exits', async (t)
   t.ok(processExists(pid), 'still running after its parent shell exited');
 });
 
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+t.test('after a SIGKILL, an active session that gets no op again is still watched: hung, parent crash, pending counter', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const dataDir = t.testdir();
+  const args = ['--data-dir', dataDir, '--server-url', upstream.url, '--heartbeat-timeout-seconds', '2', '--batch-interval-seconds', '1'];
+  const app = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+  t.teardown(() => app.kill('SIGKILL'));
+  const first = await spawnDaemon(t, args);
+  const silent = await first.api.registerOnServer('silent', '1');
+  const orphan = await first.api.registerOnServer('orphan', '1', { parent_pid: app.pid });
+  await first.api.ok('/metric', { session_id: silent, name: 'c', type: 'counter', value: 0, delta: 5 });
+  await first.kill('SIGKILL'); // before the counter's interval came round
+  app.kill('SIGKILL');
+  const second = await spawnDaemon(t, args);
+  t.teardown(() => second.kill('SIGTERM'));
+  // No op for either session from now on: the daemon must find them itself.
+  // On a timeout, say where it stands: the session as the daemon sees it, and its queue.
+  const whereItStands = async (): Promise<unknown> => ({
+    session: (await second.api.get(`/session?session_id=${silent}`)).body,
+    queue: (await second.api.get(`/queue?session_id=${silent}`)).body,
+    upstream: (await second.api.get('/health')).body.upstream,
+  });
+  await until(() => daemonEvents(upstream, 'application_appears_hung').some((r) => r.sessionId === silent), 'hung event for the silent session', 15_000, whereItStands);
+  await until(() => upstream.applied({ kind: 'crash', sessionId: orphan }).length === 1, 'crash op for the orphan', 15_000);
+  t.ok(daemonEvents(upstream, 'parent_process_crashed').some((r) => r.sessionId === orphan), 'parent_process_crashed before it');
+  await until(() => upstream.applied({ kind: 'metric', sessionId: silent }).some((r) => r.body.type === 'counter' && r.body.value === 5), 'the acked counter total upstream', 15_000);
+  t.equal((await second.api.get(`/session?session_id=${silent}`)).body.hung, true);
+});
+
+t.test('reads keep every acked event and metric across a SIGKILL right after the answers', async (t) => {
+  const dataDir = t.testdir();
+  const args = ['--data-dir', dataDir, '--server-url', 'http://127.0.0.1:9'];
+  const first = await spawnDaemon(t, args);
+  const id = await first.api.register('reads', '1');
+  for (let i = 0; i < 30; i++) await first.api.ok('/event', { session_id: id, name: `e${i}`, data: { i } });
+  await first.api.ok('/metric', { session_id: id, name: 'g', value: 1.5 });
+  await first.api.ok('/state', { session_id: id, state: { last: 29 } });
+  await first.kill('SIGKILL'); // within ACTIVITY_PERSIST_MS of the last change
+  const second = await spawnDaemon(t, args);
+  t.teardown(() => second.kill('SIGTERM'));
+  const view = (await second.api.get(`/session?session_id=${id}`)).body;
+  t.same(view.events.map((e: any) => e.name), Array.from({ length: 30 }, (_, i) => `e${i}`), 'every event, once, in order');
+  t.same(view.metrics.map((m: any) => m.name), ['g']);
+  t.same(view.state, { last: 29 });
+  t.ok(Date.parse(view.updated_at) >= Date.parse(view.created_at), 'updated_at caught up');
+});
+
+t.test('a fractional batch_interval_seconds is kept: 0.5 s means aggregates go up every 0.5 s', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const { api } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, batch_interval_seconds: 0.5 });
+  const id = await api.registerOnServer();
+  const until2s = Date.now() + 2600;
+  while (Date.now() < until2s) {
+    await api.ok('/metric', { session_id: id, name: 'c', type: 'counter', value: 0, delta: 1 });
+    await new Promise((r) => setTimeout(r, 40));
   }
-}
+  const sent = upstream.applied({ kind: 'metric', sessionId: id }).map((r) => r.at);
+  const gaps = sent.slice(1).map((at, i) => at - sent[i]!).sort((a, b) => a - b);
+  const median = gaps[Math.floor(gaps.length / 2)]!;
+  t.ok(sent.length >= 4, `${sent.length} totals in 2.6 s`);
+  t.ok(median >= 350 && median <= 700, `about every 500 ms (median gap ${median} ms; it was 1000 ms, the tick rounded it up)`);
+});
+
+t.test('a hung session that crashes or ends is no longer hung: only active sessions are watched, and /health counts them so', async (t) => {
+  const { api } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', heartbeat_timeout_seconds: 1 });
+  const app = spawn('sleep', ['60'], { stdio: 'ignore' });
+  t.teardown(() => void app.kill());
+  const crashing = await api.register('crashing', '1', { parent_pid: app.pid });
+  const ending = await api.register('ending', '1');
+  await until(async () => (await api.get('/health')).body.sessions_by_status.hung === 2, 'both hung', 5000);
+  app.kill('SIGKILL');
+  await until(async () => (await api.get(`/session?session_id=${crashing}`)).body.crashed === true, 'marked crashed', 5000);
+  await api.ok('/end', { session_id: ending });
+  for (const id of [crashing, ending]) t.equal((await api.get(`/session?session_id=${id}`)).body.hung, false, `${id}: not hung once it is over`);
+  t.same((await api.get('/health')).body.sessions_by_status, { active: 0, hung: 0, inactive: 2 });
+});

@@ -113,3 +113,24 @@ t.test('sessions sync concurrently and a stuck session does not block the others
   await until(() => daemon.health().queue.depth === 0, 'stuck session drained after the fault clears');
   t.equal(upstream.applied({ kind: 'event' }).length, 40);
 });
+
+t.test('a server with integer ids: a create answered {"id": 42} gives the session the id "42", and its ops go to /api/sessions/42', async (t) => {
+  const { createServer } = await import('node:http');
+  const paths: string[] = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      paths.push(`${req.method} ${req.url}`);
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end(req.url === '/api/sessions' ? '{"id":42}' : '{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const { api } = await startTestDaemon(t, t.testdir(), { server_url: `http://127.0.0.1:${(server.address() as { port: number }).port}` });
+  const id = await api.register('ints', '1');
+  t.equal(id, '42', 'the server id, as a string');
+  await api.ok('/event', { session_id: id, name: 'e' });
+  await until(() => paths.includes('POST /api/sessions/42/events'), 'the event under the server id');
+  t.equal((await api.get('/health')).body.queue.dead_letters, 0, 'no dead letter');
+});

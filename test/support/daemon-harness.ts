@@ -97,6 +97,21 @@ export class JsonClient {
   async register(product = 'test-app', version = '1.0.0', extra: Record<string, unknown> = {}): Promise<string> {
     return (await this.ok<{ session_id: string }>('/register', { product, version, ...extra })).session_id;
   }
+
+  /**
+   * Registers and waits until the upstream has made the session; returns its server id, the id
+   * the upstream's records carry. A register slower than register_timeout_ms (cold workers on
+   * a loaded machine) answers the local id, so tests that match upstream records use this.
+   */
+  async registerOnServer(product = 'test-app', version = '1.0.0', extra: Record<string, unknown> = {}): Promise<string> {
+    const id = await this.register(product, version, extra);
+    let serverId: string | null = null;
+    await until(async () => {
+      serverId = (await this.get<{ server_id: string | null }>(`/session?session_id=${encodeURIComponent(id)}`)).body.server_id;
+      return serverId !== null;
+    }, `a server id for ${id}`, 15_000);
+    return serverId!;
+  }
 }
 
 async function parse(res: Response): Promise<any> {
@@ -161,6 +176,16 @@ export async function spawnDaemon(
   };
   t.teardown(() => child.kill('SIGKILL'));
   return child;
+}
+
+/** Whether a process with this pid exists (signal 0 probes without signalling). */
+export function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Polls until `pred` holds (or throws after `timeoutMs` with `what`, and `diagnose()` if given). */
