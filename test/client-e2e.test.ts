@@ -153,4 +153,49 @@ if (!existsSync(GATEWAY)) {
     await client.flush();
     t.equal(errors.length, 2, 'the local id keeps working');
   });
+
+  t.test('values go as JSON would carry them; an op the encoder cannot write is refused alone, the app goes on', async (t) => {
+    const { url } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+    const client = connect({ url: url.replace(/^http/, 'ws') + '/ws/' });
+    const errors: Array<Error & { code?: string; seq?: number }> = [];
+    client.on('error', (e) => errors.push(e));
+    t.teardown(() => client.close({ timeoutMs: 2000 }).catch(() => undefined));
+    const session = await client.register({ product: 'e2e', version: '1' });
+    const when = new Date(Date.UTC(2026, 0, 2, 3, 4, 5));
+    session.updateState({ a: 1, gone: undefined, list: [1, undefined, 3] });
+    session.logEvent('json', { data: { user: undefined, when, nested: { at: when } } });
+    const circular: Record<string, unknown> = { name: 'loop' };
+    circular['self'] = circular;
+    session.logEvent('before');
+    session.logEvent('circular', { data: { circular } });
+    session.logEvent('huge', { data: { n: 2n ** 70n } });
+    session.logEvent('after');
+    await client.flush();
+    t.same(errors.map((e) => e.code), ['invalid_value', 'invalid_value'], 'the two unencodable ops, refused by the client');
+    const details = await session.getDetails();
+    t.same(details.state, { a: 1, list: [1, null, 3] });
+    t.same(details.events.map((e) => e['name']), ['json', 'before', 'after']);
+    t.same(details.events[0]!['data'], { when: when.toISOString(), nested: { at: when.toISOString() } });
+  });
+
+  t.test("a full outbox pauses the socket: the client's liveness check waits with it instead of reconnecting", async (t) => {
+    const { startFakeUpstream } = await import('./support/fake-upstream.js');
+    const upstream = await startFakeUpstream({ startDown: true });
+    t.teardown(() => upstream.close());
+    const { api, url } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, queue_max_bytes: 200_000 });
+    const client = connect({ url: url.replace(/^http/, 'ws'), pingIntervalMs: 200 });
+    const disconnects: unknown[] = [];
+    client.on('disconnected', (e) => disconnects.push(e));
+    client.on('error', () => undefined);
+    t.teardown(() => client.close({ timeoutMs: 2000 }).catch(() => undefined));
+    const session = await client.register({ product: 'e2e', version: '1' });
+    for (let i = 0; i < 20_000; i++) session.logEvent('fill', { data: { i, pad: 'x'.repeat(40) } });
+    await until(async () => (await api.get('/health')).body.queue.bytes >= 200_000, 'the outbox full');
+    await new Promise((r) => setTimeout(r, 1500)); // 7 ping periods, paused
+    t.same(disconnects, [], 'no reconnect while the daemon said it paused');
+    await upstream.up();
+    await client.flush();
+    t.same(disconnects, [], 'still the one connection');
+    t.equal(client.stats.opsAcked, 20_001, 'everything acked once the outbox drained');
+  });
 }

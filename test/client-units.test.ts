@@ -235,6 +235,7 @@ t.test('websocket url from a base url', async (t) => {
   t.equal(buildWsUrl('ws://127.0.0.1:8079', 'id-1'), 'ws://127.0.0.1:8079/ws?client_id=id-1');
   t.equal(buildWsUrl('ws://127.0.0.1:8079/', 'id-1'), 'ws://127.0.0.1:8079/ws?client_id=id-1');
   t.equal(buildWsUrl('ws://127.0.0.1:8079/ws', 'id-1'), 'ws://127.0.0.1:8079/ws?client_id=id-1');
+  t.equal(buildWsUrl('ws://127.0.0.1:8079/ws/', 'id-1'), 'ws://127.0.0.1:8079/ws?client_id=id-1', 'the daemon serves exactly /ws');
   t.equal(buildWsUrl('http://localhost:8079', 'a'), 'ws://localhost:8079/ws?client_id=a');
   t.equal(buildWsUrl('https://example.com/datacat/', 'a'), 'wss://example.com/datacat/ws?client_id=a');
   t.equal(buildWsUrl('ws://h:1/ws?client_id=old&x=1', 'new'), 'ws://h:1/ws?client_id=new&x=1');
@@ -268,4 +269,10 @@ t.test('exception fields: Errors with stack and location; anything else that can
   const named = new Error('y');
   named.name = 'AbortError';
   t.equal(exceptionFields(named).exception_type, 'AbortError', 'an explicit name wins');
+});
+
+t.test('connect refuses delay options past what a Node timer can wait (2^31-1 ms): they would fire after 1 ms', async (t) => {
+  const { connect } = await import('../dist/src/client/index.js');
+  for (const key of ['reconnectBaseMs', 'reconnectMaxMs', 'connectTimeoutMs', 'pingIntervalMs'])
+    t.throws(() => connect({ url: 'ws://127.0.0.1:9', [key]: 2 ** 31 }), RangeError, key);
 });

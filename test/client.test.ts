@@ -59,15 +59,15 @@ t.test('register, every op kind with DataCat wire names, getDetails, end, close'
     sourceLine: 3,
     sourceFunction: 'fn',
   });
-  session.logMetric('raw', 2.5, { type: 'gauge', tags: ['t'], count: 2, unit: 'u', metadata: { a: 1 }, delta: 1 });
+  session.logMetric('raw', 2.5, { type: 'counter', tags: ['t'], count: 2, unit: 'u', metadata: { a: 1 }, delta: 1 });
   session.logGauge('fps', 59.5, { unit: 'fps', tags: ['gpu'] });
   session.logCounter('kills');
   session.logCounter('coins', 5, { tags: ['gold'] });
-  session.logHistogram('latency', 0.2, { unit: 'seconds', buckets: [0.1, 0.5, 'inf'], metadata: { src: 'net' } });
+  session.logHistogram('latency', 0.2, { unit: 'seconds', buckets: [0.1, 0.5, Infinity], metadata: { src: 'net' } });
   session.logTimer('load', 1.25, { count: 1, tags: ['disk'] });
   session.heartbeat();
-  session.pauseHeartbeat();
-  session.resumeHeartbeat();
+  session.pauseHeartbeatMonitoring();
+  session.resumeHeartbeatMonitoring();
   session.logException(new TypeError('bad thing'), { data: { retry: true } });
 
   const details = await session.getDetails();
@@ -109,7 +109,7 @@ t.test('register, every op kind with DataCat wire names, getDetails, end, close'
   t.match((exc!['stacktrace'] as string[])[0], /^TypeError: bad thing/, 'stack lines, header first');
   const metrics = persisted(fake, client, 'metric').map(({ q: _q, k: _k, session_id: _s, ...rest }) => rest);
   t.same(metrics, [
-    { name: 'raw', value: 2.5, type: 'gauge', delta: 1, count: 2, unit: 'u', tags: ['t'], metadata: { a: 1 } },
+    { name: 'raw', value: 2.5, type: 'counter', delta: 1, count: 2, unit: 'u', tags: ['t'], metadata: { a: 1 } },
     { name: 'fps', value: 59.5, type: 'gauge', unit: 'fps', tags: ['gpu'] },
     { name: 'kills', value: 0, type: 'counter', delta: 1 },
     { name: 'coins', value: 0, type: 'counter', delta: 5, tags: ['gold'] },
@@ -282,13 +282,15 @@ t.test('a per-op error inside a batch names the right seq and op', async (t) => 
   t.equal(client.stats.opsRefused, 2);
   t.equal(client.stats.opsAcked, 3 + 6);
 
-  // An end refused inside a batch rejects its promise with the seq.
+  // An end refused inside a batch rejects its promise with the seq; ending an ended session is not refused.
   const ended = await client.register({ product: 'p', version: '1' });
   await ended.end();
   const again = client.attach(ended.id);
   again.logEvent('late');
-  await t.rejects(again.end(), { code: 'session_ended', seq: Number });
+  await again.end();
   t.match(errors.at(-1), { code: 'session_ended', op: { k: 'event', name: 'late', session_id: ended.id } });
+  const nobody = client.attach('local-session-1-999');
+  await t.rejects(nobody.end(), { code: 'unknown_session', seq: Number });
 });
 
 t.test('sequence numbers start after the persisted high-water mark of the client id; nothing is sent before the welcome', async (t) => {
@@ -546,4 +548,17 @@ t.test('options are checked; url forms', async (t) => {
   t.equal(fake.upgrades.at(-1)!.url, '/ws?client_id=my-id');
   t.equal(fake.upgrades.at(-1)!.authorization, 'Bearer tok', 'the token goes in the Authorization header');
   await viaHttp.close();
+});
+
+t.test("register sends this process's pid as parent_pid unless told otherwise", async (t) => {
+  const fake = await startFakeWsDaemon();
+  t.teardown(() => fake.close());
+  const client = connect({ url: fake.url });
+  t.teardown(() => client.close({ timeoutMs: 500 }).catch(() => undefined));
+  await client.register({ product: 'p', version: '1' });
+  await client.register({ product: 'p', version: '1', parentPid: null });
+  await client.flush();
+  const registers = persisted(fake, client, 'register');
+  t.equal(registers[0]!['parent_pid'], process.pid, 'by default: this process, as the Python client sends os.getpid()');
+  t.notOk('parent_pid' in registers[1]!, 'null: none');
 });

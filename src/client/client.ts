@@ -100,11 +100,11 @@ export class Client extends EventEmitter<ClientEvents> {
     this.highWaterMark = positiveInt('highWaterMark', options.highWaterMark, 2 * this.maxInflightOps);
     this.lowWaterMark = nonNegativeInt('lowWaterMark', options.lowWaterMark, Math.floor(this.highWaterMark / 2));
     if (this.lowWaterMark > this.highWaterMark) throw new RangeError('lowWaterMark must not exceed highWaterMark');
-    this.connectTimeoutMs = positiveInt('connectTimeoutMs', options.connectTimeoutMs, CLIENT_DEFAULTS.connectTimeoutMs);
-    this.pingIntervalMs = nonNegativeInt('pingIntervalMs', options.pingIntervalMs, CLIENT_DEFAULTS.pingIntervalMs);
+    this.connectTimeoutMs = positiveInt('connectTimeoutMs', options.connectTimeoutMs, CLIENT_DEFAULTS.connectTimeoutMs, MAX_TIMER_MS);
+    this.pingIntervalMs = nonNegativeInt('pingIntervalMs', options.pingIntervalMs, CLIENT_DEFAULTS.pingIntervalMs, MAX_TIMER_MS);
     this.backoff = new Backoff({
-      baseMs: positiveInt('reconnectBaseMs', options.reconnectBaseMs, CLIENT_DEFAULTS.reconnectBaseMs),
-      maxMs: positiveInt('reconnectMaxMs', options.reconnectMaxMs, CLIENT_DEFAULTS.reconnectMaxMs),
+      baseMs: positiveInt('reconnectBaseMs', options.reconnectBaseMs, CLIENT_DEFAULTS.reconnectBaseMs, MAX_TIMER_MS),
+      maxMs: positiveInt('reconnectMaxMs', options.reconnectMaxMs, CLIENT_DEFAULTS.reconnectMaxMs, MAX_TIMER_MS),
     });
     this.frameOps = this.maxOpsPerFrame;
     this.buffer = new OpBuffer((err) => this.reportError(err));
@@ -139,7 +139,8 @@ export class Client extends EventEmitter<ClientEvents> {
   /** Registers a session; resolves once the daemon has persisted it and named it. */
   register(options: RegisterOptions): Promise<Session> {
     const w: OpBody = { k: 'register', product: options.product, version: options.version };
-    if (options.parentPid !== undefined) w['parent_pid'] = options.parentPid;
+    const parentPid = options.parentPid === undefined ? process.pid : options.parentPid;
+    if (parentPid !== null) w['parent_pid'] = parentPid;
     if (options.hostname !== undefined) w['hostname'] = options.hostname;
     if (options.machineId !== undefined) w['machine_id'] = options.machineId;
     return new Promise<Session>((resolve, reject) => {
@@ -246,10 +247,27 @@ export class Client extends EventEmitter<ClientEvents> {
    */
   private sendFrame(conn: Connection, frame: OpFrame): void {
     const ops = frame.ops;
-    const bytes =
-      frame.kind === 'batch'
-        ? encodeBatch(frame.sessionId, ops[0]!.seq, ops.map((o) => o.body))
-        : encodeFrame({ t: 'ops', ops: ops.map((o) => o.wire()) });
+    let bytes: Uint8Array;
+    try {
+      bytes =
+        frame.kind === 'batch'
+          ? encodeBatch(frame.sessionId, ops[0]!.seq, ops.map((o) => o.body))
+          : encodeFrame({ t: 'ops', ops: ops.map((o) => o.wire()) });
+    } catch (err) {
+      // A value MessagePack cannot write (a circular object, a BigInt past 64 bits): split down
+      // to the op that holds it and refuse that one alone. Thrown from here, it would have lost
+      // the frame's other ops, or (inside the pump's setImmediate) ended the application.
+      if (ops.length > 1) {
+        const half = ops.length >>> 1;
+        this.sendFrame(conn, { ...frame, ops: ops.slice(0, half) });
+        this.sendFrame(conn, { ...frame, ops: ops.slice(half) });
+        return;
+      }
+      const op = ops[0]!;
+      this.buffer.refuseUnsent(op, new DataCatError('invalid_value', `op ${op.seq} (${op.body.k}) cannot be encoded as MessagePack: ${(err as Error).message}`, { seq: op.seq, op: op.wire(), cause: err }));
+      this.progress();
+      return;
+    }
     if (bytes.length > this.frameBytes) {
       if (ops.length === 1) {
         const op = ops[0]!;
@@ -457,14 +475,17 @@ export class Client extends EventEmitter<ClientEvents> {
   }
 }
 
-function positiveInt(name: string, value: number | undefined, fallback: number): number {
+/** Node's timers fire after 1 ms when given more than this: a delay option may not exceed it. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function positiveInt(name: string, value: number | undefined, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer (got ${value})`);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new RangeError(`${name} must be an integer from 1 to ${max} (got ${value})`);
   return value;
 }
 
-function nonNegativeInt(name: string, value: number | undefined, fallback: number): number {
+function nonNegativeInt(name: string, value: number | undefined, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`${name} must be an integer >= 0 (got ${value})`);
+  if (!Number.isSafeInteger(value) || value < 0 || value > max) throw new RangeError(`${name} must be an integer from 0 to ${max} (got ${value})`);
   return value;
 }

@@ -48,6 +48,8 @@ export class Connection {
   private connectTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private silentTicks = 0;
+  /** Set by a `flow` frame: the daemon stopped reading this socket until it says otherwise. */
+  private daemonPaused = false;
   private markClosed!: () => void;
   /** Resolves once the socket is closed (for whatever reason). */
   readonly whenClosed = new Promise<void>((resolve) => (this.markClosed = resolve));
@@ -112,6 +114,10 @@ export class Connection {
     // unacked ops forever. Two periods, not one, because a daemon under backpressure stops
     // reading our socket for a while and cannot answer pings then.
     this.pingTimer = setInterval(() => {
+      // The daemon said it stopped reading (its outbox is full): it cannot answer pings until it
+      // reads again, which it says too. Counting that silence made the client drop the
+      // connection and resend its whole window every few periods for as long as it lasted.
+      if (this.daemonPaused) return void (this.silentTicks = 0);
       if (++this.silentTicks > 2) return this.abort(new DataCatError('connect_failed', `no answer from the daemon for ${2 * ms} ms`));
       this.ws.ping();
     }, ms);
@@ -150,6 +156,9 @@ export class Connection {
           return this.handlers.session(f as unknown as SessionFrame);
         case 'error':
           return this.handlers.errorFrame(f as unknown as ErrorFrame);
+        case 'flow':
+          this.daemonPaused = f['paused'] === true;
+          return;
         default:
           // A newer daemon may push frames this client does not know: ignoring them is what
           // keeps old clients working.

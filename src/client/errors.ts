@@ -21,7 +21,9 @@ export type ClientErrorCode =
   /** The op was persisted or refused on a connection whose ack was lost, and the welcome does not say which (a register whose id is not in `registered`). */
   | 'outcome_unknown'
   /** close() could not flush everything within its timeout. */
-  | 'timeout';
+  | 'timeout'
+  /** The op holds a value MessagePack cannot encode (a circular object, a BigInt past 64 bits): refused by the client, the ops around it still go. */
+  | 'invalid_value';
 
 /** Open-ended: a newer daemon may report codes this client does not know yet. */
 export type DataCatErrorCode = DaemonErrorCode | ClientErrorCode | (string & {});

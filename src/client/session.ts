@@ -1,5 +1,6 @@
 import { DataCatError } from './errors.js';
 import { exceptionFields } from './exception.js';
+import { jsonForm } from './json-values.js';
 import type { Settle } from './op-buffer.js';
 import type {
   CounterOptions,
@@ -33,9 +34,10 @@ export const SET_SERVER_ID = Symbol('setServerId');
  * stay snake_case. The high-rate methods queue one op and return like `stream.write`: false
  * once the client holds more than its high-water mark (then `await client.waitForCapacity()`).
  *
- * Values (state, data, metadata, tags) are encoded when their frame is built, usually later in
- * the same event-loop turn, and again if the op has to be resent: do not mutate an object after
- * passing it, as with a Buffer given to `socket.write`.
+ * Values (state, data, metadata) take their JSON form (json-values.ts: undefined left out, Dates
+ * as ISO strings). They are encoded when their frame is built, usually later in the same
+ * event-loop turn, and again if the op has to be resent: do not mutate an object after passing
+ * it, as with a Buffer given to `socket.write`.
  */
 export class Session {
   private serverIdValue: string | null = null;
@@ -65,7 +67,7 @@ export class Session {
   /** Deep-merges `state` into the session's state; `null` deletes a key. */
   updateState(state: Record<string, unknown>): boolean {
     const w = this.op('state');
-    w['state'] = state;
+    w['state'] = jsonForm(state);
     return this.host.enqueue(w, this.id);
   }
 
@@ -73,10 +75,11 @@ export class Session {
     const w = this.op('event');
     w['name'] = name;
     put(w, 'category', opts.category);
+    put(w, 'level', opts.level);
     put(w, 'group', opts.group);
     put(w, 'labels', opts.labels);
     put(w, 'message', opts.message);
-    put(w, 'data', opts.data);
+    put(w, 'data', jsonForm(opts.data));
     put(w, 'stacktrace', opts.stacktrace);
     put(w, 'exception_type', opts.exceptionType);
     put(w, 'exception_msg', opts.exceptionMsg);
@@ -95,7 +98,7 @@ export class Session {
     put(w, 'count', opts.count);
     put(w, 'unit', opts.unit);
     put(w, 'tags', opts.tags);
-    put(w, 'metadata', opts.metadata);
+    put(w, 'metadata', jsonForm(opts.metadata));
     return this.host.enqueue(w, this.id);
   }
 
@@ -109,7 +112,9 @@ export class Session {
   }
 
   logHistogram(name: string, value: number, opts: HistogramOptions = {}): boolean {
-    const metadata = opts.buckets !== undefined ? { ...opts.metadata, buckets: opts.buckets } : opts.metadata;
+    // JSON has no Infinity: the last bound goes as "inf", as DataCat's Python client writes float('inf').
+    const buckets = opts.buckets?.map((b) => (b === Infinity ? 'inf' : b));
+    const metadata = buckets !== undefined ? { ...opts.metadata, buckets } : opts.metadata;
     return this.logMetric(name, value, { type: 'histogram', unit: opts.unit, tags: opts.tags, metadata });
   }
 
@@ -169,12 +174,23 @@ export class Session {
     return this.host.enqueue(this.op('heartbeat'), this.id);
   }
 
-  pauseHeartbeat(): boolean {
+  /** Stops hang detection (a long operation without heartbeats ahead); DataCat Python's pause_heartbeat_monitoring. */
+  pauseHeartbeatMonitoring(): boolean {
     return this.host.enqueue(this.op('pause_heartbeat'), this.id);
   }
 
-  resumeHeartbeat(): boolean {
+  resumeHeartbeatMonitoring(): boolean {
     return this.host.enqueue(this.op('resume_heartbeat'), this.id);
+  }
+
+  /** Short for pauseHeartbeatMonitoring (the op's own name). */
+  pauseHeartbeat(): boolean {
+    return this.pauseHeartbeatMonitoring();
+  }
+
+  /** Short for resumeHeartbeatMonitoring. */
+  resumeHeartbeat(): boolean {
+    return this.resumeHeartbeatMonitoring();
   }
 
   /** The session as the daemon has persisted it, including every op logged before this call (works offline). */

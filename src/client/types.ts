@@ -40,7 +40,12 @@ export interface ClientOptions {
 export interface RegisterOptions {
   product: string;
   version: string;
-  parentPid?: number;
+  /**
+   * The process whose exit means the session crashed (the daemon then sends
+   * parent_process_crashed and a crash). Defaults to this process, as DataCat's Python client
+   * sends `os.getpid()`; `null` sends none (a session not tied to a process).
+   */
+  parentPid?: number | null;
   hostname?: string;
   machineId?: string;
 }
@@ -104,6 +109,8 @@ export interface CloseOptions {
 
 export interface EventOptions {
   category?: string;
+  /** Severity (debug, info, warning, error, critical), as DataCat's Python logging handler sends it beside `category`. */
+  level?: string;
   group?: string;
   labels?: string[];
   message?: string;
@@ -138,7 +145,7 @@ export interface CounterOptions {
 export interface HistogramOptions {
   unit?: string;
   tags?: string[];
-  /** Bucket upper bounds, ascending; "inf" allowed last. Sent as `metadata.buckets`. */
+  /** Bucket upper bounds, ascending; `Infinity` (sent as "inf") or "inf" allowed last. Sent as `metadata.buckets`. */
   buckets?: Array<number | string>;
   metadata?: Record<string, unknown>;
 }

@@ -450,7 +450,7 @@ export class FakeWsDaemon {
     if (typeof sid !== 'string') return ['invalid_field', 'session_id is required'];
     const s = this.session(sid);
     if (!s) return ['unknown_session', `no session has the id "${sid}"`];
-    if (!s.active) return ['session_ended', 'the session has ended'];
+    if (!s.active) return ['end', 'crash', 'heartbeat', 'pause_heartbeat', 'resume_heartbeat'].includes(String(k)) ? null : ['session_ended', 'the session has ended'];
     switch (k) {
       case 'state':
         if (typeof op['state'] !== 'object' || op['state'] === null) return ['invalid_field', 'state must be an object'];
