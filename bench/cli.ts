@@ -229,7 +229,7 @@ async function main(): Promise<number> {
       durability: args.durability,
       workers: main.workers ?? args.workers,
       ...(ws ? { producers: args.producers, batch: args.batch, window_frames: args.window, frame: args.frame, target: args.target } : { connections: args.connections }),
-      ...(Object.keys(args.daemonOpts).length ? { daemon_opts: args.daemonOpts } : {}),
+      daemon_opts: args.daemonOpts,
       half_peak: args.halfPeak,
       ...(half ? { half_peak_rate: half.rate } : {}),
       latency: ws ? 'per frame: send → first ack covering its last q; one sample per frame' : 'per request: send → end of answer',

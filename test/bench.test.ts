@@ -42,6 +42,7 @@ function checkCommon(t: Asserts, out: any, scenario: string): void {
   t.ok(out.rss_mb > 10 && out.rss_mb < 8192, `rss_mb plausible (${out.rss_mb})`);
   t.equal(out.params.seconds, 1);
   t.equal(out.params.half_peak, false);
+  t.equal(out.params.daemon_opts.queue_max_bytes, String(2 ** 40), 'the outbox bound is out of reach of the run');
   t.notOk('half_peak' in out, 'no half_peak with --no-half-peak');
 }
 
