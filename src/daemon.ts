@@ -38,6 +38,12 @@ export interface DaemonOptions {
   watchParent?: { onExit: (err?: unknown) => void };
   /** Tests wrap the store to inject write failures. */
   wrapDb?: (db: Db) => Db;
+  /**
+   * Node flags for the actor workers; by default the process's own (`process.execArgv`). Tests
+   * that run a daemon inside tap pass the flags without tap's module loaders: the workers load
+   * compiled JS and need none of them, and they cost ~1.5 s per worker start.
+   */
+  workerExecArgv?: string[];
 }
 
 /** The components of a running daemon, built by `Daemon.start` in dependency order. */
@@ -130,7 +136,7 @@ export class Daemon {
       batch_interval_seconds: config.batch_interval_seconds,
       watched_parent_pid: options.watchParent && process.ppid > 1 ? process.ppid : null,
       limits,
-    });
+    }, options.workerExecArgv);
     const rounds = new RoundCoordinator(pool, commits, db, active, config.recent_events_limit + config.recent_metrics_limit);
     const limit = new QueueLimit(config.queue_max_bytes, config.overflow, commits);
     let daemon: Daemon | null = null;

@@ -34,6 +34,7 @@ export class ActorPool extends EventEmitter {
   constructor(
     readonly size: number,
     private readonly settings: WorkerSettings,
+    execArgv?: string[],
   ) {
     super();
     // Tests run the .ts sources (tap's loader also loads the worker); the package runs dist/*.js.
@@ -46,6 +47,7 @@ export class ActorPool extends EventEmitter {
       idleTimeout: Number.MAX_SAFE_INTEGER,
       // Hosts run forever by design; a queued task would mean a slot has no worker.
       maxQueue: size,
+      ...(execArgv ? { execArgv } : {}),
     });
     for (let i = 0; i < size; i++) this.slots.push(this.startHost(i, 0));
   }
