@@ -410,6 +410,32 @@ t.test('close flushes first; with a timeout it gives up, closes, and rejects', a
   await until(() => fake.live.size === 0, 'socket closed');
 });
 
+t.test('close() answers the reads asked for before it: getDetails() then close() does not reject with "closed"', async (t) => {
+  const { fake, client } = await setup(t, { ackDelayMs: 5 });
+  const session = await client.register({ product: 'p', version: '1' });
+  session.logEvent('a');
+  const details = session.getDetails(); // waits for the flush of 'a', as close() does
+  await client.close();
+  t.equal((await details).events.length, 1, 'answered, and saw the op logged before it');
+
+  // Nothing to flush: the read is sent at once, and close() must not cut it off either.
+  const c2 = connect({ url: fake.url });
+  const s2 = await c2.register({ product: 'p', version: '1' });
+  const d2 = s2.getDetails();
+  await c2.close();
+  t.equal((await d2).local_id, s2.id);
+
+  // With a timeout that runs out, a read still waiting rejects with the close.
+  const c3 = connect({ url: fake.url });
+  const s3 = await c3.register({ product: 'p', version: '1' });
+  fake.holdAcks();
+  s3.logEvent('never acked');
+  const d3 = s3.getDetails();
+  await t.rejects(c3.close({ timeoutMs: 50 }), { code: 'timeout' });
+  await t.rejects(d3, { code: 'closed' });
+  fake.releaseAcks();
+});
+
 t.test('per-op errors: an error event with seq, code and op; the other ops go through; no listener does not crash', async (t) => {
   const { fake, client, errors } = await setup(t, {
     refuse: (op) => (op.op['name'] === 'bad' ? ['invalid_field', 'name "bad" is refused by the test'] : null),

@@ -81,6 +81,8 @@ export class Client extends EventEmitter<ClientEvents> {
   private capacityWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private readonly reads = new Map<number, ReadRequest>();
   private nextReadId = 1;
+  /** getDetails() calls not settled yet, from their flush to their answer: close() waits for them too. */
+  private readonly readsInProgress = new Set<Promise<SessionDetails>>();
   private readonly sessions = new Map<string, Session>();
   private readonly remaps = new Map<string, string>();
   private closing: Promise<void> | undefined;
@@ -175,8 +177,9 @@ export class Client extends EventEmitter<ClientEvents> {
 
   /**
    * Flushes, then closes the socket cleanly and stops reconnecting. New ops throw from the moment
-   * close() is called. With `timeoutMs`, gives up flushing after that long: the socket is closed
-   * anyway, unacked ops are dropped, and the promise rejects with code 'timeout'.
+   * close() is called. Reads (`getDetails()`) already asked for are answered before the socket
+   * closes. With `timeoutMs`, gives up flushing after that long: the socket is closed anyway,
+   * unacked ops are dropped, reads still waiting reject, and the promise rejects with code 'timeout'.
    */
   close(options: CloseOptions = {}): Promise<void> {
     if (this.closing) return this.closing;
@@ -187,8 +190,11 @@ export class Client extends EventEmitter<ClientEvents> {
   }
 
   private async closeAfterFlush(timeoutMs: number | undefined): Promise<void> {
+    // A read asked for before close() (`const d = session.getDetails(); await client.close()`)
+    // must be answered, not rejected: it waits for the same flush as close(), and close()'s
+    // shutdown used to run first and reject it with 'closed' before its answer could arrive.
     const flushed = this.flush().then(
-      () => true,
+      () => this.readsSettled().then(() => true),
       () => true, // the client stopped by itself meanwhile (replaced); that was reported
     );
     let timer: NodeJS.Timeout | undefined;
@@ -315,7 +321,20 @@ export class Client extends EventEmitter<ClientEvents> {
   }
 
   /** get_session, after a flush: a read sees every op logged before it (as with DataCat's synchronous HTTP clients). */
-  private async read(sessionId: string): Promise<SessionDetails> {
+  private read(sessionId: string): Promise<SessionDetails> {
+    const reading = this.readAfterFlush(sessionId);
+    this.readsInProgress.add(reading);
+    const done = (): void => void this.readsInProgress.delete(reading);
+    reading.then(done, done);
+    return reading;
+  }
+
+  /** Resolves once no read is in progress (reads started meanwhile included). */
+  private async readsSettled(): Promise<void> {
+    while (this.readsInProgress.size > 0) await Promise.allSettled([...this.readsInProgress]);
+  }
+
+  private async readAfterFlush(sessionId: string): Promise<SessionDetails> {
     await this.flush();
     if (this.state === 'closed') throw this.closedError();
     return new Promise<SessionDetails>((resolve, reject) => {
