@@ -541,6 +541,32 @@ t.test('timer and time measure with performance.now and log through logTimer', a
   t.ok((timers[2]!['value'] as number) >= 0.015, 'time() measured the awaited work');
 });
 
+t.test("time(): fn's outcome is kept when the timer op cannot be logged any more (client closed meanwhile)", async (t) => {
+  const { fake } = await setup(t);
+  const client = connect({ url: fake.url });
+  const session = await client.register({ product: 'p', version: '1' });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const ok = session.time('work', async () => {
+    await gate;
+    return 42;
+  });
+  const failing = session.time('failing', async () => {
+    await gate;
+    throw new Error('boom');
+  });
+  const closing = client.close();
+  release();
+  t.equal(await ok, 42, 'the return value, not a "closed" error');
+  await t.rejects(failing, { message: 'boom' }, "fn's own error, not a \"closed\" error");
+  await closing;
+
+  const c2 = connect({ url: fake.url });
+  t.teardown(() => c2.close({ timeoutMs: 1000 }).catch(() => undefined));
+  const s2 = await c2.register({ product: 'p', version: '1' });
+  t.equal(await s2.time('ends', () => s2.end().then(() => 'ended')), 'ended', 'the session ended inside fn');
+});
+
 t.test('an op larger than max_frame_bytes is refused locally; frames are split to fit', async (t) => {
   const { fake, client, errors } = await setup(t, { maxFrameBytes: 4096 });
   const session = await client.register({ product: 'p', version: '1' });

@@ -142,14 +142,32 @@ export class Session {
     };
   }
 
-  /** Runs `fn` and logs how long it took, whether it returns or throws. */
+  /**
+   * Runs `fn` and logs how long it took, whether it returns or throws. The result is always
+   * `fn`'s own: if the timer op cannot be logged any more when `fn` settles (the client was
+   * closed, or the session ended, meanwhile), the measurement is dropped, not thrown.
+   */
   async time<T>(name: string, fn: () => T | PromiseLike<T>, opts: TimerOptions = {}): Promise<T> {
     const timer = this.timer(name, opts);
+    const stop = (): void => {
+      // stop() throws once the client is closing or the session has ended. From a `finally` that
+      // replaced fn's return value (or its exception) with 'closed': work that succeeded looked
+      // failed, and the real error was lost.
+      try {
+        timer.stop();
+      } catch {
+        // the measurement is dropped, like any op after close()
+      }
+    };
+    let result: T;
     try {
-      return await fn();
-    } finally {
-      timer.stop();
+      result = await fn();
+    } catch (err) {
+      stop();
+      throw err;
     }
+    stop();
+    return result;
   }
 
   /** Logs a thrown value as an "exception" event (category "error"), with its type, message, stack lines and source location. */
