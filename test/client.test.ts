@@ -436,6 +436,22 @@ t.test('close() answers the reads asked for before it: getDetails() then close()
   fake.releaseAcks();
 });
 
+t.test('close({ timeoutMs }) past what a Node timer can wait is refused, not a 1 ms timeout that drops the unacked ops', async (t) => {
+  const { fake, client } = await setup(t);
+  const session = await client.register({ product: 'p', version: '1' });
+  fake.holdAcks();
+  session.logEvent('waits for its ack');
+  for (const timeoutMs of [2 ** 31, -1, Number.NaN]) {
+    await t.rejects(client.close({ timeoutMs }), RangeError, `timeoutMs ${timeoutMs}`);
+  }
+  t.equal(client.buffered + client.unacked, 1, 'nothing was dropped');
+  session.logEvent('the client is still open');
+  const closing = client.close({ timeoutMs: Infinity }); // Infinity: no bound, as with no timeoutMs
+  fake.releaseAcks();
+  await closing;
+  t.equal(fake.client(client.clientId).persisted.length, 3, 'everything persisted');
+});
+
 t.test('per-op errors: an error event with seq, code and op; the other ops go through; no listener does not crash', async (t) => {
   const { fake, client, errors } = await setup(t, {
     refuse: (op) => (op.op['name'] === 'bad' ? ['invalid_field', 'name "bad" is refused by the test'] : null),

@@ -182,10 +182,16 @@ export class Client extends EventEmitter<ClientEvents> {
    * unacked ops are dropped, reads still waiting reject, and the promise rejects with code 'timeout'.
    */
   close(options: CloseOptions = {}): Promise<void> {
+    // Node fires a timer given more than 2^31 - 1 ms (or NaN, or Infinity) after 1 ms: such a
+    // timeoutMs gave up at once and dropped every unacked op. Refused before anything changes,
+    // so the client stays open and close() can be called again with a good value.
+    const timeoutMs = options.timeoutMs === Infinity ? undefined : options.timeoutMs;
+    if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs >= 0 && timeoutMs <= MAX_TIMER_MS))
+      return Promise.reject(new RangeError(`close(): timeoutMs must be a number from 0 to ${MAX_TIMER_MS}, or Infinity (got ${String(options.timeoutMs)})`));
     if (this.closing) return this.closing;
     if (this.state === 'closed') return Promise.resolve();
     this.state = 'closing';
-    this.closing = this.closeAfterFlush(options.timeoutMs);
+    this.closing = this.closeAfterFlush(timeoutMs);
     return this.closing;
   }
 

@@ -103,7 +103,11 @@ export interface ClientStats {
 }
 
 export interface CloseOptions {
-  /** Give up flushing after this many ms: the socket is closed anyway and close() rejects with code 'timeout'. Default: wait as long as it takes. */
+  /**
+   * Give up flushing after this many ms (0 to 2^31 − 1, the most a Node timer waits): the socket is
+   * closed anyway and close() rejects with code 'timeout'. Default (or Infinity): wait as long as it
+   * takes. Other values make close() reject with a RangeError, the client left open.
+   */
   timeoutMs?: number;
 }
 
