@@ -163,7 +163,9 @@ if (!existsSync(GATEWAY)) {
     const session = await client.register({ product: 'e2e', version: '1' });
     const when = new Date(Date.UTC(2026, 0, 2, 3, 4, 5));
     session.updateState({ a: 1, gone: undefined, list: [1, undefined, 3] });
-    session.logEvent('json', { data: { user: undefined, when, nested: { at: when } } });
+    // NaN and ±Infinity: the daemon refuses them (the whole op); its HTTP gateway stores Python's bare tokens as strings.
+    session.updateState({ fps: Number.NaN, peaks: [Infinity, -Infinity, 2] });
+    session.logEvent('json', { data: { user: undefined, when, nested: { at: when }, ratio: 0 / 0 } });
     const circular: Record<string, unknown> = { name: 'loop' };
     circular['self'] = circular;
     session.logEvent('before');
@@ -173,9 +175,9 @@ if (!existsSync(GATEWAY)) {
     await client.flush();
     t.same(errors.map((e) => e.code), ['invalid_value', 'invalid_value'], 'the two unencodable ops, refused by the client');
     const details = await session.getDetails();
-    t.same(details.state, { a: 1, list: [1, null, 3] });
+    t.same(details.state, { a: 1, list: [1, null, 3], fps: 'nan', peaks: ['inf', '-inf', 2] }, 'non-finite numbers as the strings the daemon uses, not refused');
     t.same(details.events.map((e) => e['name']), ['json', 'before', 'after']);
-    t.same(details.events[0]!['data'], { when: when.toISOString(), nested: { at: when.toISOString() } });
+    t.same(details.events[0]!['data'], { when: when.toISOString(), nested: { at: when.toISOString() }, ratio: 'nan' });
   });
 
   t.test("a full outbox pauses the socket: the client's liveness check waits with it instead of reconnecting", async (t) => {

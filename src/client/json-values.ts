@@ -4,6 +4,11 @@
  * function) in an array becomes null, and anything with `toJSON` (a Date) becomes what that
  * returns. Without this, `{user: user?.name}` or a Date got the whole op refused by the daemon.
  *
+ * Numbers JSON has no form for (NaN, Infinity, -Infinity) become the strings "nan", "inf" and
+ * "-inf": the daemon refuses non-finite numbers in values (the whole op, invalid_field), and its
+ * HTTP gateway stores the bare NaN/Infinity tokens of DataCat's Python client (json.dumps) as
+ * exactly those strings. Not null, as JSON.stringify writes: null in a state deletes the key.
+ *
  * Most values need nothing: `needsJsonForm` answers that without allocating, and only a value
  * that needs it is copied. Deeper than the walk goes (a circular value, say) is left as it is:
  * the daemon refuses it past max_depth, and one the encoder cannot write is refused by the
@@ -23,18 +28,28 @@ function needsJsonForm(v: unknown, depth: number): boolean {
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) {
       const item: unknown = v[i];
-      if (item === undefined || typeof item === 'function' || typeof item === 'symbol' || needsJsonForm(item, depth + 1)) return true;
+      if (item === undefined || typeof item === 'function' || typeof item === 'symbol' || nonFinite(item) || needsJsonForm(item, depth + 1)) return true;
     }
     return false;
   }
   for (const key in v) {
     const item = (v as Record<string, unknown>)[key];
-    if (item === undefined || typeof item === 'function' || typeof item === 'symbol' || needsJsonForm(item, depth + 1)) return true;
+    if (item === undefined || typeof item === 'function' || typeof item === 'symbol' || nonFinite(item) || needsJsonForm(item, depth + 1)) return true;
   }
   return false;
 }
 
+function nonFinite(v: unknown): v is number {
+  return typeof v === 'number' && !Number.isFinite(v);
+}
+
+/** NaN, Infinity, -Infinity as the daemon stores them from DataCat's Python client. */
+function nonFiniteString(v: number): string {
+  return Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf';
+}
+
 function convert(v: unknown, depth: number): unknown {
+  if (nonFinite(v)) return nonFiniteString(v);
   if (v === null || typeof v !== 'object' || depth > DEEPEST || ArrayBuffer.isView(v)) return v;
   if (typeof (v as { toJSON?: unknown }).toJSON === 'function') return convert((v as { toJSON(): unknown }).toJSON(), depth + 1);
   if (Array.isArray(v)) return v.map((item) => (item === undefined || typeof item === 'function' || typeof item === 'symbol' ? null : convert(item, depth + 1)));
