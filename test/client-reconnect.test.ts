@@ -333,6 +333,23 @@ t.test('another connection with the same client id (4000): the client stops and 
   t.equal(fake.connectionCount, 2, 'no reconnect fight');
 });
 
+t.test('replaced (4000) while close() waits for acks: close() rejects with the reason instead of resolving as if flushed', async (t) => {
+  const fake = await startFakeWsDaemon();
+  t.teardown(() => fake.close());
+  const a = connect({ url: fake.url, clientId: 'shared-while-closing' }); // no 'error' listener: close() is all the app sees
+  const session = await a.register({ product: 'p', version: '1' });
+  fake.holdAcks();
+  session.logEvent('never acked on this connection');
+  const closing = a.close();
+  await until(() => fake.received.length === 2, 'the event sent');
+  const b = connect({ url: fake.url, clientId: 'shared-while-closing' });
+  t.teardown(() => b.close({ timeoutMs: 1000 }).catch(() => undefined));
+  await t.rejects(closing, { code: 'replaced', closeCode: 4000 });
+  t.equal(a.stats.errors, 1, 'counted too');
+  await t.rejects(a.close(), { code: 'replaced' }, 'close() again: the same outcome');
+  fake.releaseAcks();
+});
+
 t.test('auth: the token goes in the Authorization header; a wrong one is reported and retried', async (t) => {
   const fake = await startFakeWsDaemon({ authToken: 's3cret' });
   t.teardown(() => fake.close());

@@ -180,6 +180,8 @@ export class Client extends EventEmitter<ClientEvents> {
    * close() is called. Reads (`getDetails()`) already asked for are answered before the socket
    * closes. With `timeoutMs`, gives up flushing after that long: the socket is closed anyway,
    * unacked ops are dropped, reads still waiting reject, and the promise rejects with code 'timeout'.
+   * If the client is replaced (4000) before everything is acked, it rejects with that 'replaced'
+   * error (so does a close() called again). Called only after the client stopped, close() resolves.
    */
   close(options: CloseOptions = {}): Promise<void> {
     // Node fires a timer given more than 2^31 - 1 ms (or NaN, or Infinity) after 1 ms: such a
@@ -200,11 +202,14 @@ export class Client extends EventEmitter<ClientEvents> {
     // must be answered, not rejected: it waits for the same flush as close(), and close()'s
     // shutdown used to run first and reject it with 'closed' before its answer could arrive.
     const flushed = this.flush().then(
-      () => this.readsSettled().then(() => true),
-      () => true, // the client stopped by itself meanwhile (replaced); that was reported
+      () => this.readsSettled().then(() => true as const),
+      // The client stopped by itself meanwhile (replaced) and gave up its unacked ops. Resolving
+      // here told `await client.close()` that everything was flushed, and without an 'error'
+      // listener nothing else said otherwise: close() rejects with that failure instead.
+      (err: Error) => err,
     );
     let timer: NodeJS.Timeout | undefined;
-    const done =
+    const outcome =
       timeoutMs === undefined
         ? await flushed
         : await Promise.race([flushed, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
@@ -213,7 +218,8 @@ export class Client extends EventEmitter<ClientEvents> {
     const dropped = this.shutdown(new DataCatError('closed', 'the client was closed before the op was acked'));
     // Resolve once the socket is really gone, so that a process can exit (and a test can check) right after.
     await conn?.whenClosed;
-    if (!done) throw new DataCatError('timeout', `close(): ${dropped} ops were not acked within ${timeoutMs} ms and were dropped`);
+    if (outcome === false) throw new DataCatError('timeout', `close(): ${dropped} ops were not acked within ${timeoutMs} ms and were dropped`);
+    if (outcome !== true) throw outcome;
   }
 
   // ---- ops ----------------------------------------------------------------------------------
