@@ -81,7 +81,7 @@ export class Client extends EventEmitter<ClientEvents> {
   private capacityWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   private readonly reads = new Map<number, ReadRequest>();
   private nextReadId = 1;
-  /** getDetails() calls not settled yet, from their flush to their answer: close() waits for them too. */
+  /** getDetails() calls not settled yet, from their flush to their answer: close() waits for those asked for before it. */
   private readonly readsInProgress = new Set<Promise<SessionDetails>>();
   private readonly sessions = new Map<string, Session>();
   private readonly remaps = new Map<string, string>();
@@ -201,8 +201,10 @@ export class Client extends EventEmitter<ClientEvents> {
     // A read asked for before close() (`const d = session.getDetails(); await client.close()`)
     // must be answered, not rejected: it waits for the same flush as close(), and close()'s
     // shutdown used to run first and reject it with 'closed' before its answer could arrive.
+    // Only the reads asked for before close(): a read loop running on meanwhile cannot hold it open.
+    const reads = [...this.readsInProgress];
     const flushed = this.flush().then(
-      () => this.readsSettled().then(() => true as const),
+      () => Promise.allSettled(reads).then(() => true as const),
       // The client stopped by itself meanwhile (replaced) and gave up its unacked ops. Resolving
       // here told `await client.close()` that everything was flushed, and without an 'error'
       // listener nothing else said otherwise: close() rejects with that failure instead.
@@ -339,11 +341,6 @@ export class Client extends EventEmitter<ClientEvents> {
     const done = (): void => void this.readsInProgress.delete(reading);
     reading.then(done, done);
     return reading;
-  }
-
-  /** Resolves once no read is in progress (reads started meanwhile included). */
-  private async readsSettled(): Promise<void> {
-    while (this.readsInProgress.size > 0) await Promise.allSettled([...this.readsInProgress]);
   }
 
   private async readAfterFlush(sessionId: string): Promise<SessionDetails> {
