@@ -109,6 +109,10 @@ export class WsGateway {
   private async accept(ws: WebSocket, clientId: string): Promise<void> {
     // Frames that arrive before the welcome wait in ws's buffer: nothing is read yet.
     ws.pause();
+    // Until a WsConnection listens, a socket resumed only to be closed (replaced before its
+    // welcome) may still read a frame ws refuses (past max_frame_bytes, a bad opcode): ws reports
+    // that as an 'error' event, which with no listener would throw and take the daemon down.
+    ws.on('error', () => undefined); // 'close' follows
     const mark = await this.options.marks.get(clientId);
     const previous = [...this.connections].find((c) => c.mark === mark);
     const owner = {};
@@ -117,7 +121,14 @@ export class WsGateway {
     // The new connection must be told a final mark: wait for whatever earlier connections of this
     // client id (open until just now, or closed by the client) still have in flight.
     await mark.idle();
-    if (mark.owner !== owner) return; // replaced again meanwhile: the newer connection owns the mark
+    if (mark.owner !== owner) {
+      // Replaced again meanwhile: the newer connection owns the mark. This socket was never
+      // welcomed nor put in `connections`, so nothing else would ever close it: it would sit open,
+      // paused and silent, forever. It is told what any replaced socket is told (4000); resumed
+      // first, or the closing handshake would wait for ws's close timeout.
+      ws.resume();
+      return ws.close(CLOSE.replaced, 'replaced by a newer connection with the same client_id');
+    }
     if (ws.readyState !== ws.OPEN) return this.options.marks.release(mark, owner); // gone while we waited
     const conn = new WsConnection(ws, mark, {
       ingest: this.options.ingest,

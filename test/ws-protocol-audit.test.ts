@@ -1,0 +1,30 @@
+/** Regression tests for disagreements found between the WebSocket gateway and docs/protocol.md. */
+import t from 'tap';
+import { startFakeUpstream } from './support/fake-upstream.js';
+import { startTestDaemon } from './support/daemon-harness.js';
+import { RawWs } from './support/raw-ws.js';
+
+t.test('a connection replaced while it waits for its welcome is closed with 4000, not left open', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  // The register holds the client id's mark until register_timeout_ms: connections that arrive
+  // meanwhile wait for it before their welcome.
+  upstream.addFault({ match: (r) => r.kind === 'create', delayMs: 5000 });
+  const { url, api } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, register_timeout_ms: 800 });
+  const a = await RawWs.open(url, 'triplet');
+  await a.welcome();
+  a.send({ t: 'ops', ops: [{ q: 1, k: 'register', product: 'p', version: '1' }] });
+  const b = await RawWs.open(url, 'triplet'); // replaces a, waits for the register
+  t.teardown(() => b.ws.terminate());
+  // Sent while b waits: ws reads it only once b is resumed to be closed, and refuses it (1009)
+  // with an 'error' event on a socket that has no WsConnection (and its listener) yet.
+  b.sendRaw(Buffer.alloc(5 * 1024 * 1024, 0x90));
+  const c = await RawWs.open(url, 'triplet'); // replaces b before b was ever welcomed
+  t.teardown(() => c.close());
+  const welcome = await c.welcome();
+  t.equal(welcome.acked, 1, 'c is told the final mark');
+  t.equal((await a.waitClosed()).code, 4000, 'a was replaced');
+  t.equal((await b.waitClosed()).code, 4000, 'b was replaced too, and told so');
+  t.notOk(b.frames.some((f) => f.t === 'welcome'), 'b was never welcomed');
+  t.equal((await api.get('/health')).status, 200, 'the daemon is still up');
+});
