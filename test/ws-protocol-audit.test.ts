@@ -2,7 +2,8 @@
 import t from 'tap';
 import { startFakeUpstream } from './support/fake-upstream.js';
 import { startTestDaemon } from './support/daemon-harness.js';
-import { RawWs } from './support/raw-ws.js';
+import { Packr } from 'msgpackr';
+import { RawWs, registerRaw } from './support/raw-ws.js';
 
 t.test('a connection replaced while it waits for its welcome is closed with 4000, not left open', async (t) => {
   const upstream = await startFakeUpstream();
@@ -27,4 +28,21 @@ t.test('a connection replaced while it waits for its welcome is closed with 4000
   t.equal((await b.waitClosed()).code, 4000, 'b was replaced too, and told so');
   t.notOk(b.frames.some((f) => f.t === 'welcome'), 'b was never welcomed');
   t.equal((await api.get('/health')).status, 200, 'the daemon is still up');
+});
+
+t.test('a batch numbered past 2^53 - 1 is refused at the envelope (1008), the mark stays exact', async (t) => {
+  const { url } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const c = await RawWs.open(url, 'edge-of-q');
+  await c.welcome();
+  const sid = await registerRaw(c, 1);
+  // q itself is valid, but its ops would be numbered 2^53 - 1, 2^53, 2^53 + 1 (which rounds to 2^53).
+  c.send({ t: 'batch', session_id: sid, q: Number.MAX_SAFE_INTEGER, n: 3, ops: new Packr().pack([{ k: 'heartbeat' }, { k: 'heartbeat' }, { k: 'heartbeat' }]) });
+  t.equal((await c.waitClosed()).code, 1008);
+  t.notOk(c.frames.some((f) => f.t === 'ack' && f.acked > Number.MAX_SAFE_INTEGER), 'no ack past 2^53 - 1');
+  const again = await RawWs.open(url, 'edge-of-q');
+  t.teardown(() => again.close());
+  t.equal((await again.welcome()).acked, 1, 'nothing of it was taken');
+  // The largest valid batch still goes through.
+  again.send({ t: 'batch', session_id: sid, q: Number.MAX_SAFE_INTEGER - 1, n: 2, ops: new Packr().pack([{ k: 'heartbeat' }, { k: 'heartbeat' }]) });
+  t.equal((await again.acked(Number.MAX_SAFE_INTEGER)).at(-1).acked, Number.MAX_SAFE_INTEGER);
 });

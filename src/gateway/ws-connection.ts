@@ -137,6 +137,10 @@ export class WsConnection {
         // (a 30-byte frame must not make the daemon build millions of per-op errors).
         if (n > this.deps.limits.max_ops_per_frame)
           return this.close(CLOSE.notAFrame, `a batch of n=${n} ops is past max_ops_per_frame=${this.deps.limits.max_ops_per_frame}; split it`);
+        // Its ops are numbered q..q+n-1, and every q must be a safe integer as in an ops frame: past
+        // 2^53 - 1 numbers round (q + i collide) and the mark would reach a value no later op can pass.
+        if (!isSeq(q + n - 1))
+          return this.close(CLOSE.notAFrame, `a batch numbered q=${q} to q+n-1=${q + n - 1} goes past 2^53-1, the largest q`);
         return this.enqueue(n, () => this.handleBatch(sessionId, q, n, ops, rt));
       }
       case 'get_session':
