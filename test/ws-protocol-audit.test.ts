@@ -46,3 +46,22 @@ t.test('a batch numbered past 2^53 - 1 is refused at the envelope (1008), the ma
   again.send({ t: 'batch', session_id: sid, q: Number.MAX_SAFE_INTEGER - 1, n: 2, ops: new Packr().pack([{ k: 'heartbeat' }, { k: 'heartbeat' }]) });
   t.equal((await again.acked(Number.MAX_SAFE_INTEGER)).at(-1).acked, Number.MAX_SAFE_INTEGER);
 });
+
+t.test('an ops frame far past max_ops_per_frame closes the socket instead of being answered op by op', async (t) => {
+  const { url, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', max_ops_per_frame: 50 });
+  const c = await RawWs.open(url, 'overrun');
+  t.teardown(() => c.close());
+  await c.welcome();
+  const sid = await registerRaw(c, 1);
+  // Just past the limit: the excess is refused op by op (docs/protocol.md, "ops").
+  c.send({ t: 'ops', ops: Array.from({ length: 100 }, (_, i) => ({ q: 2 + i, k: 'heartbeat', session_id: sid })) });
+  const acks = await c.acked(101);
+  t.equal(acks.flatMap((a) => a.errors ?? []).filter((e: any[]) => e[1] === 'too_many_ops').length, 50);
+  // 101 nils: 101 bytes that would each cost a ~80-byte refusal (no usable q).
+  c.send({ t: 'ops', ops: Array.from({ length: 101 }, () => null) });
+  const closed = await c.waitClosed();
+  t.equal(closed.code, 1008);
+  t.match(closed.reason, /max_ops_per_frame/);
+  t.notOk(c.frames.some((f) => f.t === 'ack' && f.errors?.some((e: any[]) => e[0] === null)), 'no op-by-op refusals');
+  t.equal(daemon.health().queue.depth, 1, 'only the create is queued');
+});

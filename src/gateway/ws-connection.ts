@@ -127,6 +127,12 @@ export class WsConnection {
       case 'ops': {
         const ops = frame['ops'];
         if (!Array.isArray(ops)) return this.close(CLOSE.notAFrame, '"ops" must be an array');
+        // Ops past max_ops_per_frame are refused one by one, but each refusal costs the daemon ~80
+        // bytes of ack for as little as 1 byte of frame (a nil has no usable q): a 4 MiB frame of
+        // them built 4 million errors, an ack of hundreds of MB, and stalled every other socket for
+        // seconds. A frame this far past the limit its welcome told is not answered op by op.
+        if (ops.length > 2 * this.deps.limits.max_ops_per_frame)
+          return this.close(CLOSE.notAFrame, `an ops frame of ${ops.length} ops is more than twice max_ops_per_frame=${this.deps.limits.max_ops_per_frame}; split it`);
         return this.enqueue(ops.length, () => this.handleOps(ops, rt));
       }
       case 'batch': {
