@@ -65,3 +65,29 @@ t.test('an ops frame far past max_ops_per_frame closes the socket instead of bei
   t.notOk(c.frames.some((f) => f.t === 'ack' && f.errors?.some((e: any[]) => e[0] === null)), 'no op-by-op refusals');
   t.equal(daemon.health().queue.depth, 1, 'only the create is queued');
 });
+
+t.test('fields an op does not use: a bin is accepted, an extension type is refused (ops and batch alike)', async (t) => {
+  const { url } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const c = await RawWs.open(url, 'unused-fields');
+  t.teardown(() => c.close());
+  await c.welcome();
+  const sid = await registerRaw(c, 1);
+  c.send({
+    t: 'ops',
+    ops: [
+      { q: 2, k: 'heartbeat', session_id: sid, extra: new Uint8Array([1, 2]) },
+      { q: 3, k: 'event', session_id: sid, name: 'e', extra: new Date(0) },
+      { q: 4, k: 'heartbeat', session_id: sid, extra: new Date(0) },
+    ],
+  });
+  c.send({ t: 'batch', session_id: sid, q: 5, n: 2, ops: new Packr().pack([{ k: 'heartbeat', extra: new Uint8Array([1]) }, { k: 'event', name: 'x', extra: new Date(0) }]) });
+  const acks = await c.acked(6);
+  t.same(
+    acks.flatMap((a) => a.errors ?? []).map((e: any[]) => [e[0], e[1]]),
+    [
+      [3, 'invalid_field'],
+      [4, 'invalid_field'],
+      [6, 'invalid_field'],
+    ],
+  );
+});
