@@ -2,6 +2,7 @@
 import t from 'tap';
 import { startFakeUpstream } from './support/fake-upstream.js';
 import { startTestDaemon } from './support/daemon-harness.js';
+import { connect } from 'node:net';
 import { Packr } from 'msgpackr';
 import { RawWs, registerRaw } from './support/raw-ws.js';
 
@@ -90,4 +91,22 @@ t.test('fields an op does not use: a bin is accepted, an extension type is refus
       [6, 'invalid_field'],
     ],
   );
+});
+
+t.test('an upgrade that arrives while the daemon shuts down gets 503 shutting_down (worth retrying), not 400', async (t) => {
+  const { url, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  // A connection made before the shutdown, its upgrade request sent after it began.
+  const socket = connect(Number(new URL(url).port), '127.0.0.1');
+  t.teardown(() => socket.destroy());
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const closed = daemon.close();
+  let answer = '';
+  socket.on('data', (d: Buffer) => (answer += d.toString()));
+  const ended = new Promise((resolve) => socket.once('close', resolve));
+  socket.write('GET /ws?client_id=late HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  await ended;
+  await closed;
+  t.match(answer, /^HTTP\/1\.1 503 /);
+  t.match(answer, /retry-after: \d+/i);
+  t.same(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error, 'shutting_down');
 });

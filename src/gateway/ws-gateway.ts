@@ -22,6 +22,14 @@ export interface WsGatewayOptions {
   version: string;
 }
 
+/** What an upgrade refusal says: its error code (as in the HTTP API's bodies) and status text. */
+const REFUSALS: Record<number, [error: string, reason: string]> = {
+  400: ['bad_request', 'Bad Request'],
+  401: ['unauthorized', 'Unauthorized'],
+  404: ['not_found', 'Not Found'],
+  503: ['shutting_down', 'Service Unavailable'],
+};
+
 /**
  * The WebSocket endpoint (`/ws`, docs/protocol.md) on the daemon's HTTP server. It checks the
  * upgrade (path, token, client id), makes each client id speak through one connection at a
@@ -94,10 +102,15 @@ export class WsGateway {
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = new URL(req.url ?? '/', 'http://daemon');
     const refuse = (status: number, message: string): void => {
-      const body = JSON.stringify({ error: status === 401 ? 'unauthorized' : status === 404 ? 'not_found' : 'bad_request', details: message });
-      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 404 ? 'Not Found' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      const [error, reason] = REFUSALS[status]!;
+      const body = JSON.stringify({ error, details: message });
+      // A 503 is worth retrying, as over HTTP (README.md, "Errors"): it says when.
+      const retry = status === 503 ? 'retry-after: 1\r\n' : '';
+      socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`);
     };
-    if (this.closing) return refuse(400, 'the daemon is shutting down');
+    // Not a 400: that says the request is wrong (a malformed client_id), and a client may give up
+    // on it; shutting down is the daemon's state, answered as the HTTP API answers it.
+    if (this.closing) return refuse(503, 'the daemon is shutting down and takes no more connections; retry in a moment');
     if (url.pathname !== '/ws') return refuse(404, `WebSocket connections go to /ws, not ${url.pathname}`);
     const denied = this.options.auth.refusal(req, url.searchParams.get('token'));
     if (denied) return refuse(401, denied);
