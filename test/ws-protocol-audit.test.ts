@@ -110,3 +110,31 @@ t.test('an upgrade that arrives while the daemon shuts down gets 503 shutting_do
   t.match(answer, /retry-after: \d+/i);
   t.same(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error, 'shutting_down');
 });
+
+t.test("a failed read of the client's mark at connect closes that socket (1013), it does not crash the daemon", async (t) => {
+  let failing = true;
+  // LevelDB reads of client marks (keys h!<client id>) fail until `failing` is cleared.
+  const wrapDb = (db: any) =>
+    new Proxy(db, {
+      get(target, prop) {
+        if (prop === 'get')
+          return async (key: unknown, ...rest: unknown[]) => {
+            if (failing && typeof key === 'string' && key.startsWith('h!')) throw new Error('injected read failure');
+            return target.get(key, ...rest);
+          };
+        const v = Reflect.get(target, prop);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  const { url, api } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' }, { wrapDb });
+  const c = await RawWs.open(url, 'unlucky');
+  const closed = await c.waitClosed();
+  t.equal(closed.code, 1013, 'told to reconnect');
+  t.match(closed.reason, /injected read failure/);
+  t.same(c.frames, [], 'no welcome');
+  failing = false;
+  t.equal((await api.get('/health')).status, 200, 'the daemon is still up');
+  const again = await RawWs.open(url, 'unlucky');
+  t.teardown(() => again.close());
+  t.equal((await again.welcome()).acked, 0, 'the reconnect is welcomed');
+});

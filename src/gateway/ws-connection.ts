@@ -319,7 +319,7 @@ export class WsConnection {
 }
 
 /** A close reason may be at most 123 bytes of UTF-8 (RFC 6455 §5.5); cut on a character boundary. */
-function closeReason(reason: string): string {
+export function closeReason(reason: string): string {
   if (Buffer.byteLength(reason) <= 123) return reason;
   let cut = reason.slice(0, 120);
   while (Buffer.byteLength(cut) > 120) cut = cut.slice(0, -1);

@@ -8,7 +8,7 @@ import type { AuthCheck } from './auth.js';
 import type { ClientMarks } from './client-marks.js';
 import type { Ingest } from './ingest.js';
 import type { SessionReads } from './session-reads.js';
-import { WsConnection, type Overload } from './ws-connection.js';
+import { WsConnection, closeReason, type Overload } from './ws-connection.js';
 
 export interface WsGatewayOptions {
   server: Server;
@@ -116,7 +116,14 @@ export class WsGateway {
     if (denied) return refuse(401, denied);
     const clientId = url.searchParams.get('client_id') ?? `anon-${randomUUID()}`;
     if (!CLIENT_ID_PATTERN.test(clientId)) return refuse(400, 'client_id must be 1-128 characters from A-Z a-z 0-9 . _ : -');
-    this.wss.handleUpgrade(req, socket, head, (ws) => void this.accept(ws, clientId));
+    this.wss.handleUpgrade(req, socket, head, (ws) =>
+      // Loading the client's mark reads LevelDB, which can fail (a disk error): that must cost this
+      // socket its connection, not the daemon its life (an unhandled rejection ends the process).
+      this.accept(ws, clientId).catch((err: unknown) => {
+        ws.resume();
+        ws.close(CLOSE.tryAgain, closeReason(`could not load this client's high-water mark, reconnect: ${(err as Error)?.message ?? String(err)}`));
+      }),
+    );
   }
 
   private async accept(ws: WebSocket, clientId: string): Promise<void> {
