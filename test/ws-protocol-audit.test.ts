@@ -138,3 +138,36 @@ t.test("a failed read of the client's mark at connect closes that socket (1013),
   t.teardown(() => again.close());
   t.equal((await again.welcome()).acked, 0, 'the reconnect is welcomed');
 });
+
+/** MessagePack for an array [def0, ..., defL] where def0 = [] and def_k = [def_k-1, def_k-1] by msgpackr's id/pointer extensions. */
+function sharedReferences(levels: number): Buffer {
+  const u32 = (n: number): Buffer => Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+  const parts: Buffer[] = [Buffer.from([0xdc, (levels + 1) >> 8, (levels + 1) & 255]), Buffer.from([0xd6, 0x69]), u32(0), Buffer.from([0x90])];
+  for (let k = 1; k <= levels; k++) parts.push(Buffer.from([0xd6, 0x69]), u32(k), Buffer.from([0x92, 0xd6, 0x70]), u32(k - 1), Buffer.from([0xd6, 0x70]), u32(k - 1));
+  return Buffer.concat(parts);
+}
+
+t.test('msgpackr structured-clone references are not decoded: a tiny frame cannot expand into 2^n values', async (t) => {
+  const { url, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const c = await RawWs.open(url, 'laughs');
+  await c.welcome();
+  const sid = await registerRaw(c, 1);
+  const plain = new Packr({ useRecords: false });
+  // 18 levels: ~400 bytes that decoded into 2^18 arrays (a 22-level one stalled the daemon 8 s).
+  const head = plain.pack({ t: 'ops', ops: [{ q: 2, k: 'event', session_id: sid, name: 'e', data: { d: 0 } }] });
+  c.sendRaw(Buffer.concat([head.subarray(0, head.length - 1), sharedReferences(18)])); // d: 0 → d: <the references>
+  const closed = await c.waitClosed();
+  t.equal(closed.code, 1007, 'not MessagePack the daemon reads');
+  // In a batch (decoded in the session's worker) the ops are refused.
+  const b = await RawWs.open(url, 'laughs');
+  t.teardown(() => b.close());
+  await b.welcome();
+  const event = plain.pack([{ k: 'event', name: 'e', data: { d: 0 } }]);
+  b.send({ t: 'batch', session_id: sid, q: 2, n: 1, ops: Buffer.concat([event.subarray(0, event.length - 1), sharedReferences(18)]) });
+  const acks = await b.acked(2);
+  t.same(
+    acks.flatMap((a) => a.errors ?? []).map((e: any[]) => [e[0], e[1]]),
+    [[2, 'bad_request']],
+  );
+  t.equal(daemon.health().queue.depth, 1, 'only the create is queued');
+});

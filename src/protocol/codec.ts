@@ -15,7 +15,11 @@ import { Packr, Unpackr } from 'msgpackr';
 const packr = new Packr({ useRecords: true });
 // mapsAsObjects: with useRecords on, msgpackr otherwise decodes plain MessagePack maps (what every
 // other language's encoder writes) into Map instances.
-const unpackr = new Unpackr({ useRecords: true, mapsAsObjects: true, int64AsType: 'number' });
+// structuredClone false: msgpackr otherwise decodes its id/pointer extensions (0x69, 0x70) in any
+// input, so a client's 500-byte frame can be a DAG whose every level points twice at the one
+// below: 2^n values to validate, store and send upstream from a few bytes per level (n = 22
+// stalled the daemon 8 s and stored a 53 MB event). Nothing the daemon packs uses them.
+const unpackr = new Unpackr({ useRecords: true, mapsAsObjects: true, int64AsType: 'number', structuredClone: false });
 
 export function pack(value: unknown): Uint8Array {
   return packr.pack(value);
