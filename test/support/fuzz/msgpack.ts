@@ -16,7 +16,7 @@ export type Encoding = 'records' | 'plain' | 'wide';
 const records = new Packr({ useRecords: true });
 const plain = new Packr({ useRecords: false });
 /** The daemon's own decoder settings (src/protocol/codec.ts): the oracle for random bytes. */
-export const reference = new Unpackr({ useRecords: true, mapsAsObjects: true, int64AsType: 'number' });
+export const reference = new Unpackr({ useRecords: true, mapsAsObjects: true, int64AsType: 'number', structuredClone: false });
 
 export interface WideOptions {
   /** Also use the 64-bit integer forms (uint64 0xcf, int64 0xd3); on unless set false. */
