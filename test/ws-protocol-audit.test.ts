@@ -1,7 +1,7 @@
 /** Regression tests for disagreements found between the WebSocket gateway and docs/protocol.md. */
 import t from 'tap';
 import { startFakeUpstream } from './support/fake-upstream.js';
-import { startTestDaemon } from './support/daemon-harness.js';
+import { startTestDaemon, until } from './support/daemon-harness.js';
 import { connect } from 'node:net';
 import { Packr } from 'msgpackr';
 import { RawWs, registerRaw } from './support/raw-ws.js';
@@ -11,7 +11,7 @@ t.test('a connection replaced while it waits for its welcome is closed with 4000
   t.teardown(() => upstream.close());
   // The register holds the client id's mark until register_timeout_ms: connections that arrive
   // meanwhile wait for it before their welcome.
-  upstream.addFault({ match: (r) => r.kind === 'create', delayMs: 5000 });
+  upstream.addFault({ match: (r) => r.kind === 'create', delayMs: 1500 });
   const { url, api } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url, register_timeout_ms: 800 });
   const a = await RawWs.open(url, 'triplet');
   await a.welcome();
@@ -170,4 +170,34 @@ t.test('msgpackr structured-clone references are not decoded: a tiny frame canno
     [[2, 'bad_request']],
   );
   t.equal(daemon.health().queue.depth, 1, 'only the create is queued');
+});
+
+t.test('a client that sends get_session requests and does not read the answers: the daemon stops reading it, holds little', async (t) => {
+  const { url, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
+  const c = await RawWs.open(url, 'no-reader');
+  t.teardown(() => c.ws.terminate());
+  await c.welcome();
+  const sid = await registerRaw(c, 1);
+  // A session whose view is ~1 MB: 16 recent events of 60 kB.
+  c.send({ t: 'ops', ops: Array.from({ length: 16 }, (_, i) => ({ q: 2 + i, k: 'event', session_id: sid, name: 'e', message: 'x'.repeat(60_000) })) });
+  await c.acked(17);
+  const socket = (c.ws as any)._socket;
+  socket.pause(); // the client reads nothing more
+  const requests = 40; // 40 MB of answers for ~2 kB of requests
+  for (let i = 0; i < requests; i++) c.send({ t: 'get_session', id: i, session_id: sid });
+  const conn = [...daemon.ws.connections][0] as any;
+  // Settled: reads wait, none runs (the send backlog is past its bound), the socket is not read.
+  await until(() => conn.readBacklog?.waiting > 0 && conn.readBacklog.running === 0 && conn.isPaused, 'the daemon stops taking reads', 10_000);
+  t.ok(conn.ws.bufferedAmount < 20e6, `the daemon holds a bounded backlog (${(conn.ws.bufferedAmount / 1e6).toFixed(1)} MB), not every answer`);
+  socket.resume();
+  await until(() => c.frames.filter((f) => f.t === 'session').length === requests, 'every answer', 20_000);
+  t.same(
+    c.frames
+      .filter((f) => f.t === 'session')
+      .map((f) => f.id)
+      .sort((a, b) => a - b),
+    Array.from({ length: requests }, (_, i) => i),
+    'every request answered (matched by id: reads may finish in any order)',
+  );
+  t.equal(daemon.ws.pausedCount(), 0, 'read again once it reads');
 });

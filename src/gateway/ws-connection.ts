@@ -16,6 +16,16 @@ import type { SessionReads } from './session-reads.js';
  */
 export type Overload = 'pending_writes' | 'queue_full' | null;
 
+/**
+ * A client that sends `get_session` requests and does not read the answers would otherwise make
+ * the daemon hold every answer (a session view can be megabytes; a request is ~40 bytes): reads
+ * run at most this many at a time, and no read starts while more than SEND_BACKLOG_BYTES of
+ * this connection's frames wait to be written to its socket. Requests beyond that wait in order,
+ * and the socket is not read while any wait (as for too many ops in flight).
+ */
+const MAX_READS_RUNNING = 8;
+const SEND_BACKLOG_BYTES = 8 * 1024 * 1024;
+
 export interface ConnectionDeps {
   ingest: Ingest;
   reads: SessionReads;
@@ -51,6 +61,11 @@ export class WsConnection {
   private pendingErrors: OpError[] = [];
   private pendingRegistered: Array<[number, string]> = [];
   private ackedSent: number;
+  /** get_session requests not yet started (see MAX_READS_RUNNING), and those running. */
+  private readsWaiting: Array<[id: unknown, sessionId: unknown]> = [];
+  private readsRunning = 0;
+  /** Bytes handed to ws and not yet written to the socket (the client is slow, or not reading). */
+  private sendBacklog = 0;
 
   constructor(
     readonly ws: WebSocket,
@@ -65,7 +80,14 @@ export class WsConnection {
   }
 
   send(frame: DaemonFrame): void {
-    if (!this.closed && this.ws.readyState === this.ws.OPEN) this.ws.send(packPlain(frame));
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    const bytes = packPlain(frame);
+    this.sendBacklog += bytes.length;
+    // Called once written out (or failed, the socket gone): the backlog shrinks, reads may go on.
+    this.ws.send(bytes, () => {
+      this.sendBacklog -= bytes.length;
+      if (this.sendBacklog <= SEND_BACKLOG_BYTES) this.startReads();
+    });
   }
 
   close(code: number, reason: string): void {
@@ -85,7 +107,7 @@ export class WsConnection {
   /** Pauses or resumes reading; called as work is submitted and answered, and when the backlog drains. */
   updateFlow(): void {
     const overload = this.deps.overloaded();
-    const shouldPause = this.inflightOps > this.deps.maxInflightOps || overload !== null;
+    const shouldPause = this.inflightOps > this.deps.maxInflightOps || this.readsWaiting.length > 0 || this.sendBacklog > SEND_BACKLOG_BYTES || overload !== null;
     // A full outbox is worth telling the client: it explains why its acks stop, for how long.
     const queueFull = overload === 'queue_full';
     if (queueFull !== this.toldQueueFull && !this.closed) {
@@ -150,7 +172,8 @@ export class WsConnection {
         return this.enqueue(n, () => this.handleBatch(sessionId, q, n, ops, rt));
       }
       case 'get_session':
-        return void this.handleRead(frame['id'], frame['session_id']);
+        this.readsWaiting.push([frame['id'], frame['session_id']]);
+        return this.startReads();
       default:
         return this.close(CLOSE.notAFrame, `unknown frame type "${String(frame['t']).slice(0, 32)}"`);
     }
@@ -291,6 +314,24 @@ export class WsConnection {
       this.ackedSent = acked;
       this.send(frame);
     });
+  }
+
+  /** Starts waiting reads, in order, while few run and the answers already sent are being taken. */
+  private startReads(): void {
+    while (this.readsWaiting.length > 0 && this.readsRunning < MAX_READS_RUNNING && this.sendBacklog <= SEND_BACKLOG_BYTES && !this.closed) {
+      const [id, sessionId] = this.readsWaiting.shift()!;
+      this.readsRunning++;
+      void this.handleRead(id, sessionId).finally(() => {
+        this.readsRunning--;
+        this.startReads();
+      });
+    }
+    this.updateFlow();
+  }
+
+  /** For tests: get_session requests waiting to start, running, and bytes waiting to be written. */
+  get readBacklog(): { waiting: number; running: number; sendBacklog: number } {
+    return { waiting: this.readsWaiting.length, running: this.readsRunning, sendBacklog: this.sendBacklog };
   }
 
   private async handleRead(id: unknown, sessionId: unknown): Promise<void> {
