@@ -19,6 +19,38 @@ t.test('a worker that dies is replaced and its sessions reload from their snapsh
   t.equal(daemon.health().workers.alive, 2);
 });
 
+t.test('a client refused in a worker failure gets its later ops refused too, so its mark never covers a lost op', async (t) => {
+  // The race, made certain: the client's first op waits in a busy worker when the other worker
+  // dies; its next op is submitted before the first is refused, and would be persisted once the
+  // daemon recovered, leaving the client's mark (one number for all its ops) past a lost op.
+  const { api, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', workers: 2 });
+  const [a, b] = [await api.register('a', '1'), await api.register('b', '1')];
+  const slowSlot = daemon.pool.slotOf(daemon.directory.resolve(a)!);
+  t.not(daemon.pool.slotOf(daemon.directory.resolve(b)!), slowSlot, 'the sessions live in different workers');
+  const order = { broken: false };
+  const event = (sessionId: string, name: string): Promise<unknown> =>
+    daemon.ingest.submit([{ kind: 'event', session_id: sessionId, body: { name } }], Date.now(), [], 'accept', order);
+
+  daemon.pool.control(slowSlot, { t: 'stall', ms: 1500 });
+  let firstSettled = false;
+  const first = event(a, 'first').finally(() => (firstSettled = true));
+  await new Promise((r) => setTimeout(r, 50)); // its round is posted to the busy worker
+  daemon.pool.control(1 - slowSlot, { t: 'die' });
+  await until(() => daemon.pool.restarts === 1, 'the pool noticed the death');
+  const second = event(b, 'second');
+  t.notOk(firstSettled, 'the second op was submitted while the first was still in flight');
+  const [r1, r2] = await Promise.allSettled([first, second]);
+  t.equal(r1.status, 'rejected', 'the first op is refused: its round was posted before the failure');
+  t.equal(r2.status, 'rejected', 'the second op is refused too, although it came after the failure');
+  t.match((r2 as PromiseRejectedResult).reason, { code: 'unavailable' });
+  t.equal(daemon.health().queue.depth, 2, 'nothing of the client is queued: only the two creates');
+
+  // Its owner starts over from what is durable (a new connection does, once all has settled).
+  order.broken = false;
+  await event(b, 'third');
+  t.equal(daemon.health().queue.depth, 3, 'its ops are taken again');
+});
+
 t.test('group commit: ops of many sessions arriving in one loop turn are written in one batch', async (t) => {
   const { api, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9' });
   const ids = await Promise.all(Array.from({ length: 8 }, (_, i) => api.register('app', String(i))));

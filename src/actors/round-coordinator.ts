@@ -31,6 +31,22 @@ export type OpOutcome = null | { code: ErrorCode; message: string };
 /** The ops of a batch that were refused: [index in the batch, code, message]. */
 export type BatchErrors = Array<[index: number, code: ErrorCode, message: string]>;
 
+/**
+ * A submitter whose submissions must become durable in the order submitted, or not at all: a
+ * WebSocket client, whose one high-water mark says that every op below it is durable. Once one
+ * of them is refused, `broken` is set at once, and every later submission of it that has not
+ * reached a worker yet is refused too, until its owner has seen all of them settle and starts
+ * over from what is durable (by setting `broken` back to false).
+ *
+ * Without it, a failure could refuse a client's ops in a round posted before it while the same
+ * client's next ops, submitted before it heard of the refusal, waited for the recovery and were
+ * persisted after it: the stored mark then covered the refused ops, and a client told that they
+ * were acked never resent them.
+ */
+export interface SubmissionOrder {
+  broken: boolean;
+}
+
 interface Entry {
   /** Single ops, or one batch (as a single item of kind `batch`). */
   ops: RoutedOp[];
@@ -38,6 +54,7 @@ interface Entry {
   puts: Array<[string, Uint8Array]> | undefined;
   /** Counter changes that must land with them (drops counted on arrival). */
   deltas?: CounterDeltas;
+  order: SubmissionOrder | undefined;
   resolve: (result: { outcomes: OpOutcome[]; batchErrors: BatchErrors }) => void;
   reject: (err: Error) => void;
   /** When it was submitted (performance.now()), for the ack latency. */
@@ -142,18 +159,23 @@ export class RoundCoordinator {
    * outcome per op once the round is durable; rejects (ProtocolError 'unavailable') when the round
    * could not be made durable, in which case none of its ops is.
    */
-  submit(ops: RoutedOp[], puts?: Array<[string, Uint8Array]>, deltas?: CounterDeltas): Promise<OpOutcome[]> {
-    return this.enqueue(ops, puts, deltas).then((r) => r.outcomes);
+  submit(ops: RoutedOp[], puts?: Array<[string, Uint8Array]>, deltas?: CounterDeltas, order?: SubmissionOrder): Promise<OpOutcome[]> {
+    return this.enqueue(ops, puts, deltas, order).then((r) => r.outcomes);
   }
 
   /** Queues a batch the same way; resolves with the ops of it that were refused. */
-  submitBatch(batch: RoutedBatch, puts?: Array<[string, Uint8Array]>): Promise<BatchErrors> {
-    return this.enqueue([{ sn: batch.sn, kind: 'batch', rt: batch.rt, body: batch.body }], puts).then((r) => r.batchErrors);
+  submitBatch(batch: RoutedBatch, puts?: Array<[string, Uint8Array]>, order?: SubmissionOrder): Promise<BatchErrors> {
+    return this.enqueue([{ sn: batch.sn, kind: 'batch', rt: batch.rt, body: batch.body }], puts, undefined, order).then((r) => r.batchErrors);
   }
 
-  private enqueue(ops: RoutedOp[], puts: Array<[string, Uint8Array]> | undefined, deltas?: CounterDeltas): Promise<{ outcomes: OpOutcome[]; batchErrors: BatchErrors }> {
+  private enqueue(
+    ops: RoutedOp[],
+    puts: Array<[string, Uint8Array]> | undefined,
+    deltas?: CounterDeltas,
+    order?: SubmissionOrder,
+  ): Promise<{ outcomes: OpOutcome[]; batchErrors: BatchErrors }> {
     return new Promise((resolve, reject) => {
-      this.open.push({ ops, puts, deltas, resolve, reject, at: performance.now() });
+      this.open.push({ ops, puts, deltas, order, resolve, reject, at: performance.now() });
       this.scheduleFlush();
     });
   }
@@ -275,10 +297,35 @@ export class RoundCoordinator {
       });
   }
 
-  /** Loads what the round needs into the workers and sends each worker its part. */
+  /**
+   * Loads what the round needs into the workers and sends each worker its part. A refusal marks
+   * the round's ordered submitters broken before anything else can run, so a later round, whose
+   * dispatch is chained behind this one, already sees it.
+   */
   private async dispatch(round: Round): Promise<Array<{ slot: number; refs: OpRef[]; reply: Promise<RoundReply> }>> {
+    try {
+      return await this.post(round);
+    } catch (err) {
+      breakOrders(round.entries);
+      throw err;
+    }
+  }
+
+  private async post(round: Round): Promise<Array<{ slot: number; refs: OpRef[]; reply: Promise<RoundReply> }>> {
     while (this.gate) await this.gate;
     if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
+    // Every round before this one has been refused or posted by now (dispatches are chained, and
+    // after a failure the gate waits for posted rounds to settle): an ordered submitter that was
+    // refused in one of them must not get its later ops persisted.
+    if (round.entries.some((e) => e.order?.broken)) {
+      const refused = unavailable('an earlier op of this client was not persisted; reconnect and resend from the acked mark');
+      const kept: Entry[] = [];
+      for (const entry of round.entries) {
+        if (entry.order?.broken) entry.reject(refused);
+        else kept.push(entry);
+      }
+      round.entries = kept;
+    }
     const size = this.pool.size;
     const requests: RoundRequest[] = Array.from({ length: size }, () => ({ r: round.id, now: round.at, activate: [], ops: [], remaps: [], passivate: [] }));
     const refs: OpRef[][] = Array.from({ length: size }, () => []);
@@ -344,7 +391,17 @@ export class RoundCoordinator {
     return chunks.reverse();
   }
 
+  /** Builds the round's write set from the replies and submits it; a refusal breaks orders at once (see dispatch). */
   private async submitRound(round: Round, sent: Awaited<ReturnType<RoundCoordinator['dispatch']>>) {
+    try {
+      return await this.commitReplies(round, sent);
+    } catch (err) {
+      breakOrders(round.entries);
+      throw err;
+    }
+  }
+
+  private async commitReplies(round: Round, sent: Awaited<ReturnType<RoundCoordinator['dispatch']>>) {
     const replies = await Promise.all(sent.map((s) => s.reply));
     if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
     const chunks: Chunk[] = [];
@@ -413,6 +470,7 @@ export class RoundCoordinator {
 
   private fail(round: Round, err: unknown): void {
     const error = err instanceof ProtocolError ? err : unavailable(`not persisted: ${err instanceof Error ? err.message : String(err)}`);
+    breakOrders(round.entries);
     for (const entry of round.entries) entry.reject(error);
   }
 
@@ -430,6 +488,7 @@ export class RoundCoordinator {
     const open = this.open;
     this.open = [];
     const refused = unavailable('the daemon is recovering from a failure; retry');
+    breakOrders(open);
     for (const entry of open) entry.reject(refused);
     this.pool.broadcast({ t: 'reset' });
     for (const set of this.resident) set.clear();
@@ -464,6 +523,11 @@ const CATCH_UP_MAX_BYTES = 4 << 20;
 
 function unavailable(message: string): ProtocolError {
   return new ProtocolError('unavailable', message);
+}
+
+/** Marks the ordered submitters of refused entries (SubmissionOrder), before any of them hears of it. */
+function breakOrders(entries: Entry[]): void {
+  for (const entry of entries) if (entry.order) entry.order.broken = true;
 }
 
 function addDeltas(into: CounterDeltas, from: CounterDeltas): void {

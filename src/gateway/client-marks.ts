@@ -2,6 +2,7 @@ import type { Db } from '../outbox/store.js';
 import { clientMarkKey } from '../outbox/keys.js';
 import { pack, unpack } from '../protocol/codec.js';
 import { REMEMBERED_REGISTRATIONS } from '../protocol/frames.js';
+import type { SubmissionOrder } from '../actors/round-coordinator.js';
 
 interface StoredMark {
   hwm: number;
@@ -12,12 +13,16 @@ interface StoredMark {
  * One WebSocket producer (client id): the high-water mark that makes resends exactly-once.
  *
  * `submitted` runs ahead as frames are handed to rounds; `durable` follows as rounds commit.
- * Every round that carries ops of this client also carries `record()`: the mark as submitted, in
+ * Every round that carries ops of this client also carries `advance()`: the mark as submitted, in
  * the same batch as those ops, so after any crash the stored mark covers exactly the ops stored.
+ * That holds only if the client's submissions land in order or not at all, which is what the
+ * mark asks of the round coordinator as a SubmissionOrder: once one is refused, the later ones
+ * are refused too, until the next connection starts over (`restart`).
  */
-export class ClientMark {
+export class ClientMark implements SubmissionOrder {
   submitted: number;
   durable: number;
+  broken = false;
   private regs: Array<[number, string]>;
   /** Frames held and submissions not yet settled; the next connection waits for them before its welcome. */
   private pending = 0;
@@ -80,6 +85,15 @@ export class ClientMark {
         throw err;
       },
     );
+  }
+
+  /**
+   * A new connection speaks for this client from here: everything submitted before has settled
+   * (`idle`), so the client resends from `durable` and its submissions may land again.
+   */
+  restart(): void {
+    this.submitted = this.durable;
+    this.broken = false;
   }
 
   idle(): Promise<void> {

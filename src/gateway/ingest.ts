@@ -2,7 +2,7 @@ import type { CommitQueue } from '../outbox/commit-queue.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { RegisterBody, SessionOp } from '../protocol/ops.js';
 import type { Directory } from '../actors/directory.js';
-import type { BatchErrors, OpOutcome, RoundCoordinator, RoutedOp } from '../actors/round-coordinator.js';
+import type { BatchErrors, OpOutcome, RoundCoordinator, RoutedOp, SubmissionOrder } from '../actors/round-coordinator.js';
 import type { BatchBody } from '../workers/round-messages.js';
 import type { QueueLimit } from '../outbox/queue-limit.js';
 import type { RegisterInput } from '../actors/session-actor.js';
@@ -94,6 +94,7 @@ export class Ingest {
     body: RegisterBody,
     rt: number,
     putsFor: (sessionId: string) => Array<[string, Uint8Array]> = () => [],
+    order?: SubmissionOrder,
   ): Promise<{ sessionId: string; durable: Promise<void> }> {
     const create = {
       product: body.product,
@@ -121,7 +122,7 @@ export class Ingest {
     // A create still on its way may reach the server: until the session's lane records its answer,
     // a kill leaves it in doubt. So it holds a send lease of one, written with the session.
     const lease: Array<[string, Uint8Array]> = answer.late ? [[leaseKey(sn), pack(1)]] : [];
-    const durable = this.rounds.submit([{ sn, kind: 'register', rt, body: reg }], idPuts.concat(lease, putsFor(sessionId))).then(([outcome]) => {
+    const durable = this.rounds.submit([{ sn, kind: 'register', rt, body: reg }], idPuts.concat(lease, putsFor(sessionId)), undefined, order).then(([outcome]) => {
       if (outcome) throw new ProtocolError(outcome.code, outcome.message);
     });
     // A registration that was not persisted never happened: its ids must not resolve.
@@ -133,7 +134,7 @@ export class Ingest {
    * Submits a WebSocket batch of one session's ops (decoded and validated in the session's
    * worker). Resolves with the refused ops; an unknown session refuses them all here.
    */
-  submitBatch(sessionId: string, bytes: Uint8Array, skip: number, n: number, rt: number, puts: Array<[string, Uint8Array]>): Promise<BatchErrors> {
+  submitBatch(sessionId: string, bytes: Uint8Array, skip: number, n: number, rt: number, puts: Array<[string, Uint8Array]>, order?: SubmissionOrder): Promise<BatchErrors> {
     // The events and metrics of a batch are only known to the worker that decodes it: it
     // discards them itself under drop_newest (and reports how many).
     const dropPassThrough = this.overflow('accept');
@@ -143,17 +144,18 @@ export class Ingest {
       const refused: BatchErrors = [];
       for (let i = skip; i < n; i++) refused.push([i, 'unknown_session', message]);
       // The mark still moves past these ops (they are answered), so it is written all the same.
-      return this.rounds.submit([], puts).then(() => refused);
+      return this.rounds.submit([], puts, undefined, order).then(() => refused);
     }
     const body: BatchBody = [bytes, skip, n, sessionId, dropPassThrough];
-    return this.rounds.submitBatch({ sn, rt, body }, puts);
+    return this.rounds.submitBatch({ sn, rt, body }, puts, order);
   }
 
   /**
    * Submits session ops (anything but register). One outcome per op, in order: null when
-   * durable. `puts` are written atomically with the ops (a WebSocket client's high-water mark).
+   * durable. `puts` are written atomically with the ops (a WebSocket client's high-water mark);
+   * `order` is that client's, whose submissions land in order or not at all (SubmissionOrder).
    */
-  async submit(ops: ReadonlyArray<SessionOp>, rt: number, puts?: Array<[string, Uint8Array]>, whenFull: WhenFull = 'refuse'): Promise<OpOutcome[]> {
+  async submit(ops: ReadonlyArray<SessionOp>, rt: number, puts?: Array<[string, Uint8Array]>, whenFull: WhenFull = 'refuse', order?: SubmissionOrder): Promise<OpOutcome[]> {
     // Heartbeats queue nothing (upstream heartbeats are the daemon's own): refusing them when the
     // outbox is full would only make a live application look hung.
     const dropPassThrough = this.overflow(ops.every((op) => QUEUES_NOTHING.has(op.kind)) ? 'accept' : whenFull);
@@ -176,7 +178,7 @@ export class Ingest {
       positions.push(i);
     });
     if (routed.length > 0 || (puts && puts.length > 0) || dropped > 0) {
-      const results = await this.rounds.submit(routed, puts, dropped > 0 ? { dropped, dropped_newest: dropped } : undefined);
+      const results = await this.rounds.submit(routed, puts, dropped > 0 ? { dropped, dropped_newest: dropped } : undefined, order);
       results.forEach((r, j) => (outcomes[positions[j]!] = r));
     }
     return outcomes;

@@ -263,11 +263,13 @@ export class WsConnection {
    * submitted are skipped (the worker is told how many), the rest go to the session's worker.
    */
   private handleBatch(sessionId: string, q: number, n: number, bytes: Uint8Array, rt: number): { answered: Promise<unknown> } {
+    // Closed (refused, replaced) while this frame waited its turn: it stays unacked, to be resent.
+    if (this.closed) return { answered: Promise.resolve() };
     const last = q + n - 1;
     if (last <= this.lastSeq) return { answered: Promise.resolve() }; // all resent
     const skip = Math.max(0, this.lastSeq + 1 - q);
     this.lastSeq = last;
-    const submitted = this.deps.ingest.submitBatch(sessionId, bytes, skip, n, rt, [this.mark.advance(last)]);
+    const submitted = this.deps.ingest.submitBatch(sessionId, bytes, skip, n, rt, [this.mark.advance(last)], this.mark);
     const answered = this.mark.track(last, submitted).then(
       (refused) => this.answered(refused.map(([i, code, message]): OpError => [q + i, code, message])),
       (err: unknown) => this.fail(err),
@@ -277,7 +279,7 @@ export class WsConnection {
 
   /** Session ops (and refused ones) up to `upTo`, with the mark, in one submission. */
   private submitRun(ops: SessionOp[], seqs: number[], errors: OpError[], upTo: number, rt: number): Promise<void> {
-    const submitted = this.deps.ingest.submit(ops, rt, [this.mark.advance(upTo)], 'accept');
+    const submitted = this.deps.ingest.submit(ops, rt, [this.mark.advance(upTo)], 'accept', this.mark);
     return this.mark.track(upTo, submitted).then(
       (outcomes) => {
         outcomes.forEach((o, i) => o && errors.push([seqs[i]!, o.code, o.message]));
@@ -289,7 +291,7 @@ export class WsConnection {
 
   /** A registration, with the mark naming its session id, in one submission. */
   private async submitRegister(body: RegisterBody, q: number, rt: number): Promise<{ answered: Promise<void> }> {
-    const { sessionId, durable } = await this.deps.ingest.startRegister(body, rt, (id) => [this.mark.advance(q, [q, id])]);
+    const { sessionId, durable } = await this.deps.ingest.startRegister(body, rt, (id) => [this.mark.advance(q, [q, id])], this.mark);
     const answered = this.mark.track(q, durable).then(
       () => this.answered([], [q, sessionId]),
       (err: unknown) => this.fail(err),

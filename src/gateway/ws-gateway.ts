@@ -150,6 +150,7 @@ export class WsGateway {
       return ws.close(CLOSE.replaced, 'replaced by a newer connection with the same client_id');
     }
     if (ws.readyState !== ws.OPEN) return this.options.marks.release(mark, owner); // gone while we waited
+    mark.restart();
     const conn = new WsConnection(ws, mark, {
       ingest: this.options.ingest,
       reads: this.options.reads,

@@ -39,6 +39,11 @@ export default function host(task: HostTask): Promise<void> {
           break;
         case 'die':
           throw new Error(`worker ${task.slot} killed by test hook`);
+        case 'stall': {
+          const until = Date.now() + msg.ms;
+          while (Date.now() < until); // busy on purpose: the rounds posted meanwhile wait their turn
+          break;
+        }
       }
     });
   });

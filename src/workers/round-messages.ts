@@ -76,7 +76,8 @@ export interface RoundReply {
 export type ControlMessage =
   | { t: 'reset' } // drop every actor: the next round reloads them from their snapshots
   | { t: 'stop' }
-  | { t: 'die' }; // test hook: the worker throws, as a bug would
+  | { t: 'die' } // test hook: the worker throws, as a bug would
+  | { t: 'stall'; ms: number }; // test hook: the worker is busy this long, as under a long round
 
 /** What a worker needs to know: the actors' settings and the limits it validates batches with. */
 export type WorkerSettings = ActorSettings & { limits: Limits };
