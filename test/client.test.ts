@@ -410,6 +410,17 @@ t.test('close flushes first; with a timeout it gives up, closes, and rejects', a
   await until(() => fake.live.size === 0, 'socket closed');
 });
 
+t.test("close() ends the connection with a 'disconnected' event, as every other end of one does", async (t) => {
+  const { client } = await setup(t);
+  const events: string[] = [];
+  client.on('connected', () => events.push('connected'));
+  client.on('disconnected', (e) => events.push(`disconnected ${e.code} ${e.reason}`));
+  await client.register({ product: 'p', version: '1' });
+  await client.close();
+  await client.close();
+  t.same(events, ['connected', 'disconnected 1000 client closed'], 'one of each, in order, and none for the second close()');
+});
+
 t.test('close() answers the reads asked for before it: getDetails() then close() does not reject with "closed"', async (t) => {
   const { fake, client } = await setup(t, { ackDelayMs: 5 });
   const session = await client.register({ product: 'p', version: '1' });

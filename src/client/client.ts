@@ -465,6 +465,9 @@ export class Client extends EventEmitter<ClientEvents> {
     const conn = this.conn;
     this.conn = null;
     conn?.close(CLOSE_CODES.normal, 'client closed');
+    // Every 'connected' gets its 'disconnected', the app's own close() included (the socket's own
+    // close event no longer reaches onClosed: this.conn is already cleared).
+    if (conn?.welcomed) this.emitSafe('disconnected', { code: CLOSE_CODES.normal, reason: 'client closed' });
     const dropped = this.buffer.abandon(error);
     for (const w of this.flushWaiters.splice(0)) w.reject(error);
     for (const w of this.capacityWaiters.splice(0)) w.reject(error);
