@@ -344,19 +344,30 @@ export class RoundCoordinator {
         refs[slot]!.push([e, o]);
       });
     });
+    // Sessions this round catches up, counted as caught up only once the round reaches the workers:
+    // a round refused before that (a failure while it loaded) activated nothing.
+    const catchingUp: number[] = [];
     if (toLoad.length > 0) {
-      const parts = await this.db.getMany(toLoad.flatMap(([, sn]) => snapshotKeys(sn)));
-      const per = SNAPSHOT_PARTS;
-      const loads = toLoad.map(async ([slot, sn], i) => {
-        const [core, state, aggregates, activity] = parts.slice(per * i, per * i + per);
-        if (!core) return void this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
-        const newest = this.caughtUp.has(sn) ? undefined : await this.newestChunks(sn);
-        this.caughtUp.add(sn);
-        requests[slot]!.activate.push(newest ? [sn, core, state, aggregates, activity, newest] : [sn, core, state, aggregates, activity]);
-      });
-      await Promise.all(loads);
+      try {
+        const parts = await this.db.getMany(toLoad.flatMap(([, sn]) => snapshotKeys(sn)));
+        const per = SNAPSHOT_PARTS;
+        const loads = toLoad.map(async ([slot, sn], i) => {
+          const [core, state, aggregates, activity] = parts.slice(per * i, per * i + per);
+          if (!core) return void this.resident[slot]!.delete(sn); // the op will fail in the worker as not loaded
+          const newest = this.caughtUp.has(sn) ? undefined : await this.newestChunks(sn);
+          catchingUp.push(sn);
+          requests[slot]!.activate.push(newest ? [sn, core, state, aggregates, activity, newest] : [sn, core, state, aggregates, activity]);
+        });
+        await Promise.all(loads);
+      } catch (err) {
+        // A read failed: the round is refused and no worker loads these sessions. Left resident,
+        // their next ops would skip the load and be refused by the worker forever ("not loaded").
+        for (const [slot, sn] of toLoad) this.resident[slot]!.delete(sn);
+        throw err;
+      }
     }
     if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
+    for (const sn of catchingUp) this.caughtUp.add(sn);
     round.posted = true;
     this.postedUnsettled++;
     for (const [slot, list] of round.remaps) requests[slot]!.remaps = list;
