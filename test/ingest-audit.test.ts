@@ -79,3 +79,18 @@ t.test('a worker failure while a round loads a snapshot: the reload after it sti
   );
   t.equal(daemon.health().queue.depth, 1 + 2);
 });
+
+t.test('an op that arrives as its idle session is passivated: the session stays usable', async (t) => {
+  // passivateIdle takes the session out of the resident set and queues its passivation for the
+  // next round; an op that arrives in the same loop turn joins that round and loads it again.
+  const { api, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', workers: 2 });
+  const id = await api.register('a', '1');
+  await api.ok('/end', { session_id: id });
+  const sn = daemon.directory.resolve(id)!;
+  t.ok(daemon.rounds.isResident(sn));
+  t.equal(daemon.rounds.passivateIdle(0), 1, 'the ended session is passivated');
+  const [again] = await daemon.ingest.submit([{ kind: 'end', session_id: id, body: {} }], Date.now());
+  t.equal(again, null, 'ending it again changes nothing and is no mistake');
+  t.equal((await api.post('/heartbeat', { session_id: id })).status, 200, 'a late heartbeat neither');
+  t.equal((await api.post('/end', { session_id: id })).status, 200);
+});

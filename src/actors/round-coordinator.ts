@@ -336,6 +336,11 @@ export class RoundCoordinator {
         const resident = this.resident[slot]!;
         if (!resident.has(op.sn)) {
           resident.add(op.sn);
+          // Passivated by this very round (the op arrived in the loop turn passivateIdle ran in):
+          // the worker would drop the actor after applying the op, while the session counts as
+          // resident, and its later ops would be refused as not loaded. It stays in the worker,
+          // loaded as any other from its snapshot (durable: its last round was, see passivateIdle).
+          unpassivate(round.passivate, slot, op.sn);
           if (op.kind !== 'register') toLoad.push([slot, op.sn]);
           else this.caughtUp.add(op.sn); // new: nothing in its outbox is newer than its actor
         }
@@ -539,6 +544,13 @@ function unavailable(message: string): ProtocolError {
 /** Marks the ordered submitters of refused entries (SubmissionOrder), before any of them hears of it. */
 function breakOrders(entries: Entry[]): void {
   for (const entry of entries) if (entry.order) entry.order.broken = true;
+}
+
+/** Takes a session out of a round's passivations, if it is there. */
+function unpassivate(passivate: Map<number, number[]>, slot: number, sn: number): void {
+  const list = passivate.get(slot);
+  const i = list ? list.indexOf(sn) : -1;
+  if (i >= 0) list!.splice(i, 1);
 }
 
 function addDeltas(into: CounterDeltas, from: CounterDeltas): void {
