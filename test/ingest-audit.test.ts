@@ -94,3 +94,20 @@ t.test('an op that arrives as its idle session is passivated: the session stays 
   t.equal((await api.post('/heartbeat', { session_id: id })).status, 200, 'a late heartbeat neither');
   t.equal((await api.post('/end', { session_id: id })).status, 200);
 });
+
+t.test('a snapshot read failing as the daemon reloads its active sessions at start: they load at their next op', async (t) => {
+  const dataDir = t.testdir();
+  const first = await startTestDaemon(t, dataDir, { server_url: 'http://127.0.0.1:9', workers: 2 });
+  const ids = [await first.api.register('a', '1'), await first.api.register('b', '1')];
+  await first.close();
+
+  const disk = flakyReads();
+  disk.state.failing = true; // the start reloads every active session: those reads fail
+  const { api } = await startTestDaemon(t, dataDir, { server_url: 'http://127.0.0.1:9', workers: 2 }, { wrapDb: disk.wrap });
+  await until(() => disk.state.refused > 0, 'the reload at start was refused');
+  disk.state.failing = false;
+  for (const id of ids) {
+    const res = await api.post('/event', { session_id: id, name: 'after' });
+    t.equal(res.status, 200, `${id} takes ops: ${JSON.stringify(res.body)}`);
+  }
+});
