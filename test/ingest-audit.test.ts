@@ -1,6 +1,9 @@
 import t from 'tap';
 import type { Db } from '../dist/src/outbox/store.js';
+import { clientMarkKey } from '../dist/src/outbox/keys.js';
+import { unpack } from '../dist/src/protocol/codec.js';
 import { startTestDaemon, until } from './support/daemon-harness.js';
+import { RawWs } from './support/raw-ws.js';
 
 /** Wraps the store so that snapshot reads (getMany) fail while `failing` is set (a bad sector, EIO). */
 function flakyReads() {
@@ -110,4 +113,34 @@ t.test('a snapshot read failing as the daemon reloads its active sessions at sta
     const res = await api.post('/event', { session_id: id, name: 'after' });
     t.equal(res.status, 200, `${id} takes ops: ${JSON.stringify(res.body)}`);
   }
+});
+
+t.test('a WebSocket register refused in a worker failure is not named in the next welcome, nor stored', async (t) => {
+  // The register's round waits in a busy worker while the other dies, and a new connection of
+  // the same client id waits for it to settle: its welcome must not name a session that was
+  // never persisted (its id is unknown to the daemon), and the mark must not store it.
+  const { api, url, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', workers: 2 });
+  await api.register('a', '1');
+  const slot = daemon.pool.slotOf(daemon.commits.counters.sessions + 1); // where the register's session goes
+  const first = await RawWs.open(url, 'c');
+  await first.welcome();
+  daemon.pool.control(slot, { t: 'stall', ms: 1500 });
+  first.send({ t: 'ops', ops: [{ q: 1, k: 'register', product: 'p', version: '1' }] });
+  await new Promise((r) => setTimeout(r, 100)); // its round is posted to the busy worker
+  const replacing = RawWs.open(url, 'c');
+  await new Promise((r) => setTimeout(r, 50)); // the new connection waits for the register to settle
+  daemon.pool.control(1 - slot, { t: 'die' });
+  const second = await replacing;
+  const welcome = await second.welcome();
+  t.equal(welcome.acked, 0, 'the register was refused');
+  t.same(welcome.registered, [], 'and its session is not named: it does not exist');
+
+  const id = (await (async () => {
+    second.send({ t: 'ops', ops: [{ q: 1, k: 'register', product: 'p', version: '1' }] });
+    const ack = await second.acked(1);
+    return ack.find((f) => f.registered)!.registered;
+  })())[0][1];
+  t.equal((await api.get(`/session?session_id=${id}`)).status, 200, 'the resent register made a session');
+  const stored = unpack((await daemon.db.get(clientMarkKey('c')))!) as { hwm: number; regs: Array<[number, string]> };
+  t.same(stored, { hwm: 1, regs: [[1, id]] }, 'the stored mark names only the session that exists');
 });

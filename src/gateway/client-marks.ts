@@ -94,6 +94,10 @@ export class ClientMark implements SubmissionOrder {
   restart(): void {
     this.submitted = this.durable;
     this.broken = false;
+    // `advance` remembers a registration when it is submitted: one above `durable` now was
+    // refused, its session never existed, and the welcome (and every mark written from here)
+    // must not name it. Those at or below it landed, as every op below the mark did.
+    this.regs = this.regs.filter(([q]) => q <= this.durable);
   }
 
   idle(): Promise<void> {
