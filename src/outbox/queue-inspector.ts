@@ -40,6 +40,9 @@ export class QueueInspector {
     private readonly headInfo: HeadInfo,
   ) {}
 
+  /** The replay in progress, if any: the next one starts after it (replay). */
+  private replaying: Promise<unknown> = Promise.resolve();
+
   /**
    * Queued ops in delivery order within each session (sessions by session number), or dead
    * letters by sequence number. `total` counts everything that matches, not only what is listed.
@@ -111,7 +114,15 @@ export class QueueInspector {
    * places it (a replayed create comes before the ops that needed it). Returns the
    * sessions touched (their lanes must read from the start again) and how many were replayed.
    */
-  async replay(): Promise<{ replayed: number; sessions: Set<number> }> {
+  replay(): Promise<{ replayed: number; sessions: Set<number> }> {
+    // One at a time: two replays at once read the same dead letters before either had moved
+    // them, and each put them back into the queue (sent twice, the dead counter below zero).
+    const run = this.replaying.then(() => this.replayAll());
+    this.replaying = run.catch(() => undefined);
+    return run;
+  }
+
+  private async replayAll(): Promise<{ replayed: number; sessions: Set<number> }> {
     const sessions = new Set<number>();
     let replayed = 0;
     for (;;) {
