@@ -1,6 +1,16 @@
 import t from 'tap';
 import { recountCounters } from '../dist/src/outbox/recount.js';
-import { startFakeUpstream } from './support/fake-upstream.js';
+import { openStore, type Db } from '../dist/src/outbox/store.js';
+import { CommitQueue } from '../dist/src/outbox/commit-queue.js';
+import { decodeCounters } from '../dist/src/outbox/counters.js';
+import { encodeChunk, type UpstreamOp } from '../dist/src/outbox/chunk.js';
+import { cursorKey } from '../dist/src/outbox/keys.js';
+import { unpack } from '../dist/src/protocol/codec.js';
+import { Directory } from '../dist/src/actors/directory.js';
+import { SyncActor } from '../dist/src/actors/sync-actor.js';
+import { Reclaimer } from '../dist/src/outbox/reclaimer.js';
+import { UpstreamClient } from '../dist/src/upstream/upstream-client.js';
+import { startFakeUpstream, type FakeUpstream } from './support/fake-upstream.js';
 import { startTestDaemon, until } from './support/daemon-harness.js';
 
 t.test('two /queue/replay calls at once replay each dead letter once', async (t) => {
@@ -26,4 +36,84 @@ t.test('two /queue/replay calls at once replay each dead letter once', async (t)
   t.equal(stored.dead, counted.dead, 'dead-letter counter exact');
   t.equal(stored.depth, counted.depth, 'depth counter exact');
   t.equal(daemon.health().queue.dead_letters, 0);
+});
+
+/**
+ * A sync actor over a real store (wrapped: `failWrite` picks batches whose write fails, by the
+ * keys and values they put) and a real upstream client. The commit queue recovers after a failed
+ * write as the daemon's round coordinator makes it (once it is idle).
+ */
+async function rig(t: Tap.Test, upstream: FakeUpstream, failWrite: (puts: Array<[string, Uint8Array]>) => boolean) {
+  const raw = await openStore(t.testdir());
+  const db = new Proxy(raw, {
+    get(target, prop) {
+      if (prop === 'batch')
+        return () => {
+          const batch = target.batch();
+          const puts: Array<[string, Uint8Array]> = [];
+          const put = batch.put.bind(batch);
+          const write = batch.write.bind(batch);
+          return Object.assign(batch, {
+            put: (key: string, value: Uint8Array) => {
+              puts.push([key, value]);
+              return put(key, value);
+            },
+            write: async (options?: { sync?: boolean }) => {
+              if (failWrite(puts)) {
+                await batch.close();
+                throw new Error('simulated: I/O error');
+              }
+              return write(options);
+            },
+          });
+        };
+      const v = Reflect.get(target, prop);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  }) as Db;
+  const commits = new CommitQueue(db, decodeCounters(undefined), { sync: false });
+  commits.on('failed', () => void commits.idle().then(() => commits.recover()));
+  const directory = new Directory();
+  const settings = { server_url: upstream.url, retry_base_ms: 40, retry_max_ms: 200, sync_concurrency: 4, max_batch_size: 100 };
+  const client = new UpstreamClient({ ...settings, api_key: null, enable_compression: false, tls_insecure_skip_verify: false, upstream_timeout_ms: 2000 });
+  const sync = new SyncActor(db, commits, directory, client, settings, () => undefined, new Reclaimer(db));
+  t.teardown(async () => {
+    await sync.close();
+    await raw.close();
+  });
+  const queue = async (sn: number, ops: UpstreamOp[]): Promise<void> => {
+    directory.add(sn, { local_id: `local-session-1-${sn}`, server_id: null });
+    await commits.submit({ chunks: [{ sn, count: ops.length, value: encodeChunk(ops) }] });
+  };
+  return { db, commits, sync, queue };
+}
+
+const create = (): UpstreamOp => ({ k: 'create', t: 1, b: { product: 'p', version: '1' } });
+const state = (i: number): UpstreamOp => ({ k: 'state', t: 2 + i, b: { state: { i } } });
+
+t.test('a consumption record that fails while the lane sends on: the later records do not land without it', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  let failed = 0;
+  // Fails once: the record of state 1's delivery (cursor at index 3: create, state 0, state 1).
+  const { db, commits, sync, queue } = await rig(t, upstream, (puts) => {
+    const hit = failed === 0 && puts.some(([k, v]) => k === cursorKey(1) && (unpack(v) as [number, number])[1] === 3);
+    if (hit) failed++;
+    return hit;
+  });
+  // State 2 is answered slowly: the failed write and the queue's recovery happen while it is out,
+  // so the records of the deliveries after it are written by a recovered queue.
+  upstream.addFault({ match: (r) => r.kind === 'state' && r.body?.state?.i === 2, delayMs: 100, times: 1 });
+  await queue(1, [create(), ...[0, 1, 2, 3, 4, 5, 6, 7].map(state)]);
+  await sync.start();
+  await until(() => sync.queueInfo().sessions === 0 && commits.counters.depth === 0, 'drained', 5000).catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(failed, 1, 'the write failed once');
+  const sent = upstream.applied({ kind: 'state' }).map((r) => r.body.state.i);
+  t.same([...new Set(sent)], [0, 1, 2, 3, 4, 5, 6, 7], `every state delivered, in order (${sent.join(',')})`);
+  const { stored, counted } = await recountCounters(db);
+  t.equal(counted.depth, 0, 'nothing left queued');
+  t.equal(stored.depth, counted.depth, `depth counter exact (stored ${stored.depth}, counted ${counted.depth})`);
+  t.equal(stored.bytes, counted.bytes, 'bytes counter exact');
+  t.equal(sync.inDoubt, sent.length - 8, `every resend counted in doubt, and nothing else (${sync.inDoubt} in doubt)`);
 });

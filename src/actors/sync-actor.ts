@@ -68,6 +68,12 @@ interface Lane {
   timer: NodeJS.Timeout | null;
   /** Consumption writes submitted but not awaited (pipelined within a chunk). */
   writes: Array<Promise<unknown>>;
+  /**
+   * One of those writes failed. The lane records nothing more and sends nothing more until it
+   * starts over from the store (laneCrashed): a later record landing without it would move the
+   * cursor past its op with the op's depth still counted.
+   */
+  writeFailed: unknown;
   /** Its chunks are being trimmed (drop_oldest): not started meanwhile. */
   trimming: boolean;
   /** Read the queue from its start after the chunk in hand (dead letters were replayed). */
@@ -443,6 +449,7 @@ export class SyncActor {
       more: false,
       timer: null,
       writes: [],
+      writeFailed: null,
       probe: false,
       unrecorded: 0,
       trimming: false,
@@ -559,6 +566,8 @@ export class SyncActor {
         await this.commits.submit({ puts: [[leaseKey(lane.sn), pack(SEND_LEASE)]] });
         leased = true;
       }
+      // A record of this run's (or an earlier run's) deliveries failed: start over from the store.
+      if (lane.writeFailed) throw lane.writeFailed;
       const op = lane.ops![lane.index]!;
       const outcome = await this.deliver(lane, op);
       // Closing: an answer that came is still recorded (below), so the op is not sent again
@@ -733,6 +742,12 @@ export class SyncActor {
    * remap or a dead letter) the lane waits until they are durable.
    */
   private async consume(lane: Lane, puts: Array<[string, Uint8Array]>, deltas: CounterDeltas = {}): Promise<void> {
+    // An earlier record failed while this op was out: its record must not land without that one
+    // (the queue may have recovered meanwhile). Not recorded, it is sent again, and counted.
+    if (lane.writeFailed) {
+      lane.unrecorded++;
+      throw lane.writeFailed;
+    }
     lane.index++;
     lane.attempts = 0;
     lane.lastError = null;
@@ -753,7 +768,13 @@ export class SyncActor {
       lane.headT = lane.ops![lane.index]!.t;
     }
     lane.unrecorded++;
-    const write = this.commits.submit(ws).then(() => void lane.unrecorded--);
+    const write = this.commits.submit(ws).then(
+      () => void lane.unrecorded--,
+      (err: unknown) => {
+        lane.writeFailed ??= err; // seen by the lane's next send or record, not only when it awaits
+        throw err;
+      },
+    );
     write.catch(() => undefined); // observed below, when the lane waits for its writes
     lane.writes.push(write);
     // Within a chunk, the next send overlaps this write (up to PIPELINED_WRITES of them). At a
@@ -813,6 +834,7 @@ export class SyncActor {
     if (lane.unrecorded > 0) this.countInDoubt(lane.unrecorded);
     lane.unrecorded = 0;
     lane.writes = [];
+    lane.writeFailed = null;
     lane.ops = null;
     lane.chunkKey = null;
     lane.after = null;
