@@ -330,8 +330,7 @@ export class Daemon {
   /** POST /queue/replay: dead letters back into their sessions' queues, then sent as usual. */
   async replay(): Promise<number> {
     await this.background;
-    const { replayed, sessions } = await this.inspector.replay();
-    for (const sn of sessions) this.sync!.rewind(sn);
+    const { replayed } = await this.inspector.replay((sn) => this.sync!.rewind(sn));
     return replayed;
   }
 

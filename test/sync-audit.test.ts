@@ -38,14 +38,9 @@ t.test('two /queue/replay calls at once replay each dead letter once', async (t)
   t.equal(daemon.health().queue.dead_letters, 0);
 });
 
-/**
- * A sync actor over a real store (wrapped: `failWrite` picks batches whose write fails, by the
- * keys and values they put) and a real upstream client. The commit queue recovers after a failed
- * write as the daemon's round coordinator makes it (once it is idle).
- */
-async function rig(t: Tap.Test, upstream: FakeUpstream, failWrite: (puts: Array<[string, Uint8Array]>) => boolean) {
-  const raw = await openStore(t.testdir());
-  const db = new Proxy(raw, {
+/** Wraps a store so that the batches `failWrite` picks (by the keys and values they put) fail. */
+function failingWrites(raw: Db, failWrite: (puts: Array<[string, Uint8Array]>) => boolean): Db {
+  return new Proxy(raw, {
     get(target, prop) {
       if (prop === 'batch')
         return () => {
@@ -71,6 +66,16 @@ async function rig(t: Tap.Test, upstream: FakeUpstream, failWrite: (puts: Array<
       return typeof v === 'function' ? v.bind(target) : v;
     },
   }) as Db;
+}
+
+/**
+ * A sync actor over a real store (wrapped: `failWrite` picks batches whose write fails, by the
+ * keys and values they put) and a real upstream client. The commit queue recovers after a failed
+ * write as the daemon's round coordinator makes it (once it is idle).
+ */
+async function rig(t: Tap.Test, upstream: FakeUpstream, failWrite: (puts: Array<[string, Uint8Array]>) => boolean) {
+  const raw = await openStore(t.testdir());
+  const db = failingWrites(raw, failWrite);
   const commits = new CommitQueue(db, decodeCounters(undefined), { sync: false });
   commits.on('failed', () => void commits.idle().then(() => commits.recover()));
   const directory = new Directory();
@@ -116,4 +121,35 @@ t.test('a consumption record that fails while the lane sends on: the later recor
   t.equal(stored.depth, counted.depth, `depth counter exact (stored ${stored.depth}, counted ${counted.depth})`);
   t.equal(stored.bytes, counted.bytes, 'bytes counter exact');
   t.equal(sync.inDoubt, sent.length - 8, `every resend counted in doubt, and nothing else (${sync.inDoubt} in doubt)`);
+});
+
+t.test('a replay that fails part way: the dead letters it did put back are still sent', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  let replayBatches = 0;
+  // The replay's second write set fails (it moves 500 dead letters a write): a replayed chunk's
+  // key has a third part (keys.ts, replayedChunkKey).
+  const failing = (puts: Array<[string, Uint8Array]>): boolean =>
+    puts.some(([k]) => k.startsWith('q!') && k.split('!').length === 4) && ++replayBatches === 2;
+  const { api, daemon } = await startTestDaemon(t, t.testdir(), { server_url: upstream.url }, { wrapDb: (db) => failingWrites(db, failing) });
+  const a = await api.register('a', '1');
+  const b = await api.register('b', '1');
+  upstream.addFault({ match: (r) => r.kind === 'event', status: 400 });
+  for (let i = 0; i < 500; i++) await api.ok('/event', { session_id: a, name: 'a', data: { i } });
+  for (let i = 0; i < 5; i++) await api.ok('/event', { session_id: b, name: 'b', data: { i } });
+  await api.ok('/end', { session_id: a });
+  await api.ok('/end', { session_id: b });
+  await api.ok('/flush?wait=1', {});
+  await until(() => daemon.health().queue.dead_letters === 505 && daemon.health().queue.depth === 0, 'all events dead letters');
+  upstream.clearFaults();
+
+  t.not((await api.post('/queue/replay', {})).status, 200, 'the replay failed part way');
+  t.equal(replayBatches, 2);
+  t.equal(daemon.health().queue.dead_letters, 5, "session a's 500 were put back, b's 5 not");
+  await until(async () => (await api.post('/queue/replay', {})).status === 200, 'replaying the rest');
+  await api.ok('/flush?wait=1', {});
+  await until(() => upstream.applied({ kind: 'event' }).length >= 505, 'every replayed event delivered', 5000).catch(() => undefined);
+  t.equal(upstream.applied({ kind: 'event', sessionId: b }).length, 5, "b's events delivered");
+  t.equal(upstream.applied({ kind: 'event', sessionId: a }).length, 500, "a's events delivered too");
+  t.equal(daemon.health().queue.depth, 0, 'nothing left queued');
 });

@@ -111,25 +111,27 @@ export class QueueInspector {
 
   /**
    * Moves every dead letter back into its session's queue where its original sequence number
-   * places it (a replayed create comes before the ops that needed it). Returns the
-   * sessions touched (their lanes must read from the start again) and how many were replayed.
+   * places it (a replayed create comes before the ops that needed it). Returns how many were
+   * replayed. `moved` is told of each session touched as soon as its dead letters are back in the
+   * queue (its lane must read from the start again), so that a replay failing part way leaves
+   * none of those it did move unnoticed: nothing else would tell the sync actor of them.
    */
-  replay(): Promise<{ replayed: number; sessions: Set<number> }> {
+  replay(moved: (sn: number) => void): Promise<{ replayed: number }> {
     // One at a time: two replays at once read the same dead letters before either had moved
     // them, and each put them back into the queue (sent twice, the dead counter below zero).
-    const run = this.replaying.then(() => this.replayAll());
+    const run = this.replaying.then(() => this.replayAll(moved));
     this.replaying = run.catch(() => undefined);
     return run;
   }
 
-  private async replayAll(): Promise<{ replayed: number; sessions: Set<number> }> {
-    const sessions = new Set<number>();
+  private async replayAll(moved: (sn: number) => void): Promise<{ replayed: number }> {
     let replayed = 0;
     for (;;) {
       const batch = await this.db.iterator({ ...ALL_DEAD, limit: REPLAY_BATCH }).all();
       if (batch.length === 0) break;
       // Each op a chunk of its own, placed by its original number (keys.ts, replayedChunkKey).
       const ws: WriteSet = { chunks: [], dels: [], deltas: { dead: 0 } };
+      const sessions = new Set<number>();
       for (const [key, value] of batch) {
         const d = unpack(value) as DeadLetter;
         ws.chunks!.push({ sn: d.sn, count: 1, value: encodeChunk([d.op]), sortsAs: parseDeadKey(key) });
@@ -139,8 +141,9 @@ export class QueueInspector {
       }
       await this.commits.submit(ws);
       replayed += batch.length;
+      for (const sn of sessions) moved(sn);
     }
-    return { replayed, sessions };
+    return { replayed };
   }
 
   private idOf(sn: number): string {
