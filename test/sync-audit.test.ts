@@ -150,6 +150,6 @@ t.test('a replay that fails part way: the dead letters it did put back are still
   await api.ok('/flush?wait=1', {});
   await until(() => upstream.applied({ kind: 'event' }).length >= 505, 'every replayed event delivered', 5000).catch(() => undefined);
   t.equal(upstream.applied({ kind: 'event', sessionId: b }).length, 5, "b's events delivered");
-  t.equal(upstream.applied({ kind: 'event', sessionId: a }).length, 500, "a's events delivered too");
-  t.equal(daemon.health().queue.depth, 0, 'nothing left queued');
+  t.equal(upstream.applied({ kind: 'event', sessionId: a }).length, 500, `a's events delivered too (${upstream.applied({ kind: 'event', sessionId: a }).length})`);
+  t.equal(daemon.health().queue.depth, 0, `nothing left queued (depth ${daemon.health().queue.depth})`);
 });
