@@ -123,6 +123,7 @@ export class HttpProducer extends GoodProducer {
 export class ClientProducer extends GoodProducer {
   private client: ReturnType<typeof connect> | null = null;
   private session: Awaited<ReturnType<ReturnType<typeof connect>['register']>> | null = null;
+  private stopping = false;
 
   constructor(
     url: string,
@@ -135,7 +136,8 @@ export class ClientProducer extends GoodProducer {
     const client = connect({ url: this.url, clientId: this.clientId });
     this.client = client;
     client.on('error', (err) => this.problems.push(`client error: ${err.code} ${err.message}`));
-    client.on('disconnected', (e) => this.problems.push(`disconnected: ${e.code} ${e.reason}`));
+    // The one disconnect expected is the one stop() makes (close() reports it too).
+    client.on('disconnected', (e) => this.stopping || this.problems.push(`disconnected: ${e.code} ${e.reason}`));
     this.session = await client.register({ product: 'good-client', version: '1' });
     this.id = this.session.id;
   }
@@ -154,6 +156,7 @@ export class ClientProducer extends GoodProducer {
     await client.flush();
     const stats = client.stats;
     if (stats.opsRefused !== 0 || stats.errors !== 0) this.problems.push(`client stats: ${describe(stats)}`);
+    this.stopping = true;
     await client.close();
   }
 
