@@ -516,7 +516,13 @@ export class RoundCoordinator {
     })();
     this.gate = gate;
     void gate.finally(() => {
-      if (this.gate === gate) this.gate = null;
+      if (this.gate !== gate) return; // a later failure reloads once its own gate opens
+      this.gate = null;
+      // The workers dropped every actor, and only ops load them back: an active session that gets
+      // no op again (its application hung or gone) would never be watched again, nor its pending
+      // aggregates sent. Reload them now, as at startup. A failure meanwhile refuses these rounds
+      // and reloads after its own gate.
+      void this.reactivate().catch(() => undefined);
     });
   }
 
