@@ -86,9 +86,14 @@ class ActorRegistry {
 
   runRound(req: RoundRequest): RoundReply {
     const touched = new Set<SessionActor>();
+    const reply: RoundReply = { r: req.r, chunks: [], puts: [], active: [], errors: [], dropped: 0, applied: {} };
     for (const [sn, core, state, aggregates, activity, newest] of req.activate) {
       const actor = new SessionActor(decodeSnapshot(core, state, aggregates, activity), this.settings);
       this.actors.set(sn, actor);
+      // The main thread learns a session's status from core writes only, and a session found hung
+      // before a restart is not written again until it recovers: without this it would not count
+      // as hung (/health), and get upstream heartbeats as a live session.
+      reply.active.push([sn, actor.snapshot.active, actor.snapshot.hung]);
       if (newest) {
         actor.recoverActivity(newest, req.now);
         touched.add(actor);
@@ -103,7 +108,6 @@ class ActorRegistry {
         touched.add(actor);
       }
     }
-    const reply: RoundReply = { r: req.r, chunks: [], puts: [], active: [], errors: [], dropped: 0, applied: {} };
     const errors = reply.errors;
     req.ops.forEach(([sn, kind, rt, body], index) => {
       try {

@@ -59,7 +59,7 @@ export interface RoundReply {
   chunks: Array<[sn: number, count: number, bytes: Uint8Array]>;
   /** Snapshot parts to write, by key (see SnapshotPart). */
   puts: Array<[key: string, bytes: Uint8Array]>;
-  /** Status of each session whose core was written: active (not ended or crashed), hung. */
+  /** Status of each session loaded or whose core was written: active (not ended or crashed), hung. */
   active: Array<[sn: number, active: boolean, hung: boolean]>;
   /**
    * Ops that failed, by index in the request's ops: [index, code, message], plus for a batch the
