@@ -232,10 +232,20 @@ export class RoundCoordinator {
     }
   }
 
-  /** A read is about to look at the session's store: make its in-memory parts durable first. */
+  /**
+   * A read is about to look at the session's store: make its in-memory parts durable first. A
+   * session not in memory may still be behind its outbox in the store (its worker died, or the
+   * process was killed, within ACTIVITY_PERSIST_MS of a change, and nothing loaded it since: an
+   * ended session is not reloaded at startup); it is loaded, which catches it up, and persisted.
+   */
   persist(sn: number, rt: number): Promise<void> {
-    if (!this.isResident(sn)) return Promise.resolve(); // not in memory: the store has it all
+    if (this.storeIsCurrent(sn)) return Promise.resolve();
     return this.enqueue([{ sn, kind: 'persist', rt, body: null }], undefined).then(() => undefined);
+  }
+
+  /** Whether the store holds all of the session: not in memory, and caught up with its outbox since the last crash. */
+  storeIsCurrent(sn: number): boolean {
+    return !this.isResident(sn) && this.caughtUp.has(sn);
   }
 
   isResident(sn: number): boolean {

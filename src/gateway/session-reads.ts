@@ -31,7 +31,11 @@ export class SessionReads {
   }
 
   async list(): Promise<SessionView[]> {
-    await this.rounds.tick('all');
+    // Resident actors persist in the tick; sessions whose stored lists may be behind their outbox
+    // (see RoundCoordinator.persist) are loaded and caught up in the same round.
+    const rt = Date.now();
+    const behind = [...this.directory.sessionNumbers()].filter((sn) => !this.rounds.isResident(sn) && !this.rounds.storeIsCurrent(sn));
+    await Promise.all([this.rounds.tick('all'), ...behind.map((sn) => this.rounds.persist(sn, rt))]);
     const out: SessionView[] = [];
     for await (const [key, core] of this.db.iterator(ALL_SNAPSHOTS)) {
       const sn = parseSnapshotKey(key);
