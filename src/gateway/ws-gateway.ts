@@ -42,6 +42,12 @@ export class WsGateway {
   /** The last moment the daemon held its sockets unread for its own sake (see listeningSince). */
   private lastDeafAt = 0;
   private deaf = false;
+  /**
+   * Remaps made while a connection waits for its welcome (its mark loading, or its client's
+   * earlier ops settling): it is not in `connections` yet, so they are kept here, one list per
+   * connection, and pushed right after its welcome.
+   */
+  private readonly welcoming = new Set<RemapFrame[]>();
 
   constructor(private readonly options: WsGatewayOptions) {
     this.wss = new WebSocketServer({
@@ -56,6 +62,7 @@ export class WsGateway {
   broadcastRemap(localId: string, serverId: string): void {
     const frame: RemapFrame = { t: 'remap', local_id: localId, server_id: serverId };
     for (const conn of this.connections) conn.send(frame);
+    for (const missed of this.welcoming) missed.push(frame);
   }
 
   /** The daemon's write backlog or outbox crossed its bound: pause or resume every socket. */
@@ -127,6 +134,16 @@ export class WsGateway {
   }
 
   private async accept(ws: WebSocket, clientId: string): Promise<void> {
+    const missed: RemapFrame[] = [];
+    this.welcoming.add(missed);
+    try {
+      await this.welcome(ws, clientId, missed);
+    } finally {
+      this.welcoming.delete(missed);
+    }
+  }
+
+  private async welcome(ws: WebSocket, clientId: string, missed: RemapFrame[]): Promise<void> {
     // Frames that arrive before the welcome wait in ws's buffer: nothing is read yet.
     ws.pause();
     // Until a WsConnection listens, a socket resumed only to be closed (replaced before its
@@ -171,6 +188,7 @@ export class WsGateway {
       limits: { max_frame_bytes: this.options.limits.max_frame_bytes, max_ops_per_frame: this.options.limits.max_ops_per_frame },
       version: this.options.version,
     });
+    for (const frame of missed) conn.send(frame);
     ws.resume();
     conn.updateFlow();
   }
