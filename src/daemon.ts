@@ -305,9 +305,17 @@ export class Daemon {
    */
   async parentExited(parentPid: number): Promise<void> {
     const rt = Date.now();
+    const crash = (sessions: number[]): Promise<unknown> =>
+      sessions.length > 0 ? this.rounds.submit(sessions.map((sn) => ({ sn, kind: 'parent_exited', rt, body: [process.pid, parentPid] }))).catch(() => undefined) : Promise.resolve();
     const sessions = [...this.rounds.activeSessions];
     this.logger.warn({ parent_pid: parentPid, sessions: sessions.length }, 'the application that started the daemon exited: marking its sessions crashed');
-    if (sessions.length > 0) await this.rounds.submit(sessions.map((sn) => ({ sn, kind: 'parent_exited', rt, body: [process.pid, parentPid] }))).catch(() => undefined);
+    await crash(sessions);
+    // activeSessions is what is durable: a register read before the exit but still in a round then
+    // is answered, and its session would be left active for good. Once the rounds in flight have
+    // settled (bounded: other clients may keep sending), those sessions are crashed too.
+    await Promise.race([this.rounds.drain(), new Promise((r) => setTimeout(r, PARENT_EXIT_SETTLE_MS).unref())]);
+    const swept = new Set(sessions);
+    await crash([...this.rounds.activeSessions].filter((sn) => !swept.has(sn)));
     await this.background.catch(() => undefined);
     if (this.sync && this.config.exit_drain_seconds > 0 && this.sync.link.state !== 'down') {
       this.sync.flush();
@@ -363,5 +371,8 @@ export class Daemon {
     return this.closing;
   }
 }
+
+/** How long parentExited waits for the rounds in flight at the exit before its second sweep. */
+const PARENT_EXIT_SETTLE_MS = 2000;
 
 export const startDaemon = Daemon.start;
