@@ -35,11 +35,12 @@ t.test('a snapshot read that fails refuses the round, and the session loads at i
   const { api, daemon } = await startTestDaemon(t, t.testdir(), { server_url: 'http://127.0.0.1:9', workers: 2 }, { wrapDb: disk.wrap });
   const id = await api.register('a', '1');
   await api.ok('/state', { session_id: id, state: { v: 1 } });
-  // Drop the actors, so the next op of the session loads its snapshot.
+  // Drop the actors, so the session is loaded from its snapshot again: the daemon reloads its
+  // active sessions once the failure is over, and while that read fails, at their next op.
+  disk.state.failing = true;
   daemon.pool.control(0, { t: 'die' });
   await until(() => daemon.pool.restarts === 1 && daemon.pool.alive === 2, 'the worker was replaced');
 
-  disk.state.failing = true;
   const refused = await api.post('/state', { session_id: id, state: { v: 2 } });
   t.equal(refused.status, 503, 'refused while the snapshot cannot be read');
   t.ok(disk.state.refused > 0, 'the read failed');
@@ -60,13 +61,15 @@ t.test('a worker failure while a round loads a snapshot: the reload after it sti
   const id = await api.register('a', '1');
   await api.ok('/event', { session_id: id, name: 'e1' });
   // At once (within ACTIVITY_PERSIST_MS): e1 is in the outbox, not in the snapshot's recent events.
-  daemon.pool.control(0, { t: 'die' });
-  await until(() => daemon.pool.restarts === 1 && daemon.pool.alive === 2, 'the worker was replaced');
-
+  // The reload of the active sessions after it is held while it reads the snapshot, and e2's
+  // round waits behind it.
   let release!: () => void;
   disk.state.hold = new Promise<void>((r) => (release = r));
+  daemon.pool.control(0, { t: 'die' });
+  await until(() => daemon.pool.restarts === 1 && daemon.pool.alive === 2, 'the worker was replaced');
+  await until(() => disk.state.held > 0, 'a round is loading the session');
   const during = api.post('/event', { session_id: id, name: 'e2' });
-  await until(() => disk.state.held > 0, 'the round is loading the session');
+  await new Promise((r) => setTimeout(r, 50)); // e2's round is formed, behind the loading one
   daemon.pool.control(1, { t: 'die' });
   await until(() => daemon.pool.restarts === 2 && daemon.pool.alive === 2, 'the other worker was replaced');
   disk.state.hold = null;
