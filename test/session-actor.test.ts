@@ -13,7 +13,7 @@ t.test('a local session queues its create first, then its ops, then end', async 
   a.apply('metric', { name: 'm', value: 2, type: 'gauge', tags: ['t'] }, 1004);
   a.apply('end', {}, 1005);
   const { ops, parts } = a.endTurn(1005);
-  t.same(parts, ['core', 'state'], 'core (created, ended) and state persisted with the turn; activity later');
+  t.same(parts, ['core', 'state', 'activity'], 'core (created, ended), state and, since it ended, activity persisted with the turn');
   t.same(ops.map((o) => o.k), ['create', 'state', 'event', 'metric', 'end'], 'the no-op state update is dropped');
   t.same(ops[2], { k: 'event', t: 1003, b: { name: 'e', data: { k: 1 } } }, 'receive time stamped, session_id not sent');
   t.same(ops[3]!.b, { name: 'm', type: 'gauge', value: 2, tags: ['t'] });

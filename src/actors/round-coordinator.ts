@@ -233,19 +233,24 @@ export class RoundCoordinator {
   }
 
   /**
-   * A read is about to look at the session's store: make its in-memory parts durable first. A
-   * session not in memory may still be behind its outbox in the store (its worker died, or the
-   * process was killed, within ACTIVITY_PERSIST_MS of a change, and nothing loaded it since: an
-   * ended session is not reloaded at startup); it is loaded, which catches it up, and persisted.
+   * A read is about to look at the session's store: make its in-memory parts durable first. An
+   * active session not in memory may still be behind its outbox in the store (its worker died, or
+   * the process was killed, within ACTIVITY_PERSIST_MS of a change, and its reload is not done
+   * yet); it is loaded, which catches it up, and persisted.
    */
   persist(sn: number, rt: number): Promise<void> {
     if (this.storeIsCurrent(sn)) return Promise.resolve();
     return this.enqueue([{ sn, kind: 'persist', rt, body: null }], undefined).then(() => undefined);
   }
 
-  /** Whether the store holds all of the session: not in memory, and caught up with its outbox since the last crash. */
+  /**
+   * Whether the store holds all of the session: it is not in memory, and it was caught up with its
+   * outbox since the last crash, or it has ended (its end persisted everything, SessionActor.endTurn).
+   * Ended sessions are most of a store's history: loading each one for a read would fill the
+   * workers with them after every restart.
+   */
   storeIsCurrent(sn: number): boolean {
-    return !this.isResident(sn) && this.caughtUp.has(sn);
+    return !this.isResident(sn) && (this.caughtUp.has(sn) || !this.activeSessions.has(sn));
   }
 
   isResident(sn: number): boolean {

@@ -192,7 +192,9 @@ export class SessionActor {
   /**
    * Ends the turn: the upstream ops to queue and the snapshot parts to persist with them. Core
    * and state go with the turn that changed them; activity when due (see ACTIVITY_PERSIST_MS)
-   * or, with `activity: 'all'`, whenever they changed.
+   * or, with `activity: 'all'`, whenever they changed. An ended or crashed session's activity
+   * goes with its end: nothing changes it later, so its stored snapshot is complete from then on,
+   * and a read after a crash of the daemon or a worker can trust it without loading the session.
    */
   endTurn(now: number, activity: ActivityFlush = 'due'): { ops: ChunkEntry[]; parts: SnapshotPart[] } {
     const ops = this.pending;
@@ -202,7 +204,7 @@ export class SessionActor {
     if (this.stateDirty) parts.push('state');
     if (this.aggregatesDirty) parts.push('aggregates');
     const since = this.activityDirtySince;
-    if (since !== null && (activity === 'all' || now - since >= ACTIVITY_PERSIST_MS)) {
+    if (since !== null && (activity === 'all' || !this.snapshot.active || now - since >= ACTIVITY_PERSIST_MS)) {
       trim(this.snapshot.events, this.settings.recent_events_limit);
       trim(this.snapshot.metrics, this.settings.recent_metrics_limit);
       parts.push('activity');
