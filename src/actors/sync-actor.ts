@@ -131,6 +131,13 @@ export class SyncActor {
   private readonly ready = new Set<Lane>();
   private running = 0;
   private closed = false;
+  /**
+   * No lane runs until the send leases a kill left are counted (start): a lane that ran meanwhile
+   * (an op committed, a /register's create answered, a /flush, all possible as soon as the daemon
+   * listens) wrote its own lease under its session's key, and the count then deleted it with the
+   * leftover one, so a kill during that lane's sends went uncounted after the next restart.
+   */
+  private leasesCounted = false;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private trimming: Promise<void> | null = null;
   private drainWaiters: Array<() => void> = [];
@@ -167,7 +174,13 @@ export class SyncActor {
    * session, not a scan of the queue) and starts.
    */
   async start(): Promise<void> {
-    await this.countLeftLeases();
+    try {
+      await this.countLeftLeases();
+    } finally {
+      // Lanes added meanwhile (notify) wait in `ready` until now. A failed count still lets them
+      // run, as before: a store that cannot be read here fails their runs too, with backoff.
+      this.leasesCounted = true;
+    }
     let gt = ALL_CHUNKS.gt;
     for (;;) {
       const [first] = await this.db.iterator({ gt, lt: ALL_CHUNKS.lt, limit: 1 }).all();
@@ -467,7 +480,7 @@ export class SyncActor {
   }
 
   private pump(): void {
-    while (!this.closed && this.running < this.settings.sync_concurrency && this.ready.size > 0) {
+    while (this.leasesCounted && !this.closed && this.running < this.settings.sync_concurrency && this.ready.size > 0) {
       const admitted = this.link.admit();
       if (!admitted) {
         // The gate is closed: everyone waiting goes to the parked set until it opens.

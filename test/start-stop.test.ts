@@ -1,0 +1,81 @@
+/**
+ * The daemon's start and stop, at chosen moments: what a restart finds of a kill's leftovers
+ * while new work already arrives, and what a stop leaves behind.
+ */
+import t from 'tap';
+import { Daemon } from '../dist/src/daemon.js';
+import { openStore, type Db } from '../dist/src/outbox/store.js';
+import { ALL_LEASES, leaseKey } from '../dist/src/outbox/keys.js';
+import { pack, unpack } from '../dist/src/protocol/codec.js';
+import { startFakeUpstream } from './support/fake-upstream.js';
+import { startTestDaemon, testConfig, until, JsonClient } from './support/daemon-harness.js';
+
+const WORKER_EXEC_ARGV = process.execArgv.filter((arg) => !/^--(import|loader|experimental-loader|require)\b/.test(arg));
+
+/** A store whose read of the send leases (SyncActor.countLeftLeases) waits for `gate` after the iterator is made. */
+function leaseReadHeld(raw: Db, reached: () => void, gate: Promise<void>): Db {
+  return new Proxy(raw, {
+    get(target, prop) {
+      if (prop === 'iterator')
+        return (options?: { gt?: string; lt?: string }) => {
+          const it = target.iterator(options as never);
+          if (options?.gt !== ALL_LEASES.gt || options?.lt !== ALL_LEASES.lt) return it;
+          const all = it.all.bind(it);
+          return Object.assign(it, {
+            all: async () => {
+              reached();
+              await gate;
+              return all();
+            },
+          });
+        };
+      const v = Reflect.get(target, prop);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  }) as Db;
+}
+
+t.test('a lane that starts while the restart counts the leases a kill left keeps its own lease', async (t) => {
+  const upstream = await startFakeUpstream({ startDown: true });
+  t.teardown(() => upstream.close());
+  const dataDir = t.testdir();
+  // A session with a queued create and event, and the send lease a kill mid-run leaves (keys.ts).
+  const first = await startTestDaemon(t, dataDir, { server_url: upstream.url });
+  const id = await first.api.register('app', '1');
+  await first.api.ok('/event', { session_id: id, name: 'before' });
+  const sn = first.daemon.directory.resolve(id)!;
+  await first.close();
+  const store = await openStore(dataDir);
+  await store.put(leaseKey(sn), pack(17));
+  await store.close();
+
+  // The server takes its time with every op: whatever the new daemon sends stays in flight.
+  await upstream.up();
+  // (The fake records a request once answered; its fault rule sees it arrive.)
+  let creates = 0;
+  upstream.addFault({ match: (r) => (r.kind === 'create' && ++creates > 0) || (r.kind !== 'read' && r.kind !== 'other'), delayMs: 4000 });
+  let reached!: () => void;
+  const atLeases = new Promise<void>((r) => (reached = r));
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const daemon = await Daemon.start(testConfig(dataDir, { server_url: upstream.url }), {
+    workerExecArgv: WORKER_EXEC_ARGV,
+    wrapDb: (db) => leaseReadHeld(db, reached, gate),
+  });
+  t.teardown(() => daemon.close());
+  const api = new JsonClient(`http://127.0.0.1:${daemon.port}`);
+  await atLeases;
+  // An op for the session while the leftover leases are being counted. Its 200 comes after the
+  // sync actor was told (afterCommit): a lane that may run now sends its create within moments.
+  await api.ok('/event', { session_id: id, name: 'during' });
+  const sentEarly = await upstream.waitFor(() => creates > 0, 1000).then(() => true, () => false);
+  release();
+  await daemon.ready();
+  await upstream.waitFor(() => creates > 0, 5000, 'the lane sending');
+  t.notOk(sentEarly, 'no lane sent before the leftover leases were counted');
+  const lease = await daemon.db.get(leaseKey(sn));
+  t.ok(lease, 'the lane sending has a durable send lease: a kill now would be counted after the restart');
+  t.equal(lease && (unpack(lease) as number), 17, "the lane's own lease");
+  const inDoubt = daemon.health().upstream.in_doubt as number;
+  t.ok(inDoubt >= 1 && inDoubt <= 17, `the leftover lease counted (${inDoubt})`);
+});
