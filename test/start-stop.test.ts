@@ -8,7 +8,7 @@ import { openStore, type Db } from '../dist/src/outbox/store.js';
 import { ALL_LEASES, leaseKey } from '../dist/src/outbox/keys.js';
 import { pack, unpack } from '../dist/src/protocol/codec.js';
 import { startFakeUpstream } from './support/fake-upstream.js';
-import { startTestDaemon, testConfig, until, JsonClient } from './support/daemon-harness.js';
+import { startTestDaemon, testConfig, JsonClient } from './support/daemon-harness.js';
 
 const WORKER_EXEC_ARGV = process.execArgv.filter((arg) => !/^--(import|loader|experimental-loader|require)\b/.test(arg));
 
@@ -79,3 +79,42 @@ t.test('a lane that starts while the restart counts the leases a kill left keeps
   const inDoubt = daemon.health().upstream.in_doubt as number;
   t.ok(inDoubt >= 1 && inDoubt <= 17, `the leftover lease counted (${inDoubt})`);
 });
+
+t.test('a /register whose create is in flight while the restart counts leftover leases keeps its lease of one, uncounted', async (t) => {
+  const upstream = await startFakeUpstream({ startDown: true });
+  t.teardown(() => upstream.close());
+  const dataDir = t.testdir();
+  const first = await startTestDaemon(t, dataDir, { server_url: upstream.url });
+  const id = await first.api.register('app', '1');
+  const sn = first.daemon.directory.resolve(id)!;
+  await first.close();
+  const store = await openStore(dataDir);
+  await store.put(leaseKey(sn), pack(17));
+  await store.close();
+
+  await upstream.up();
+  let creates = 0;
+  upstream.addFault({ match: (r) => r.kind === 'create' && ++creates > 0, delayMs: 3000 });
+  let reached!: () => void;
+  const atLeases = new Promise<void>((r) => (reached = r));
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const daemon = await Daemon.start(testConfig(dataDir, { server_url: upstream.url, register_timeout_ms: 300 }), {
+    workerExecArgv: WORKER_EXEC_ARGV,
+    wrapDb: (db) => leaseReadHeld(db, reached, gate),
+  });
+  t.teardown(() => daemon.close());
+  const api = new JsonClient(`http://127.0.0.1:${daemon.port}`);
+  await atLeases;
+  // The sync actor is loaded (the count runs in its start): /register tries the server, which is slow.
+  const late = await api.register('app', '1');
+  t.match(late, /^local-session-/, 'a local id: the create is still in flight');
+  t.equal(creates, 1, "/register's own create reached the server");
+  const lateSn = daemon.directory.resolve(late)!;
+  t.ok(await daemon.db.get(leaseKey(lateSn)), 'its lease is durable');
+  release();
+  await daemon.ready();
+  t.ok(await daemon.db.get(leaseKey(lateSn)), 'the count of leftover leases left it alone');
+  t.equal(daemon.health().upstream.in_doubt, 1, "only the leftover lease's one queued op (the create) is counted");
+});
+
