@@ -355,6 +355,9 @@ export class Daemon {
       clearInterval(this.dutyTicker);
       const httpClosed = this.http.close();
       await this.ws.close();
+      // A /register already read may still wait for the server's id (register_timeout_ms): it is
+      // answered and persisted like any op read before the signal.
+      await this.ingest.submitted();
       await this.rounds.drain();
       // What actors keep lazily (their activity) is persisted before the workers stop.
       await this.rounds.tick('all').catch(() => undefined);

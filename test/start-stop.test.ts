@@ -8,7 +8,7 @@ import { openStore, type Db } from '../dist/src/outbox/store.js';
 import { ALL_LEASES, leaseKey } from '../dist/src/outbox/keys.js';
 import { pack, unpack } from '../dist/src/protocol/codec.js';
 import { startFakeUpstream } from './support/fake-upstream.js';
-import { startTestDaemon, testConfig, JsonClient } from './support/daemon-harness.js';
+import { spawnDaemon, startTestDaemon, testConfig, JsonClient } from './support/daemon-harness.js';
 
 const WORKER_EXEC_ARGV = process.execArgv.filter((arg) => !/^--(import|loader|experimental-loader|require)\b/.test(arg));
 
@@ -118,3 +118,29 @@ t.test('a /register whose create is in flight while the restart counts leftover 
   t.equal(daemon.health().upstream.in_doubt, 1, "only the leftover lease's one queued op (the create) is counted");
 });
 
+t.test('SIGTERM while a /register waits for the server: it is answered and persisted, not cut off', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const args = ['--data-dir', t.testdir(), '--server-url', upstream.url, '--register-timeout-ms', '1000'];
+  const first = await spawnDaemon(t, args);
+  await first.api.registerOnServer('app', '1'); // the sync actor runs and the server is known up
+  let arrived = 0;
+  upstream.addFault({ match: (r) => r.kind === 'create' && ++arrived > 0, delayMs: 3000 });
+  const registered = first.api.post('/register', { product: 'app', version: '1' }).catch((err: unknown) => err);
+  await upstream.waitFor(() => arrived > 0, 5000, "/register's create at the server");
+  // The request is read and in progress: the daemon is waiting for the server's id.
+  t.same(await first.kill('SIGTERM'), { code: 0, signal: null }, 'exit 0');
+  const answer = await registered;
+  t.notOk(answer instanceof Error, `answered, not cut off (${answer instanceof Error ? String((answer as Error).cause ?? answer) : ''})`);
+  if (answer instanceof Error) return;
+  const { status, body } = answer as { status: number; body: { session_id: string } };
+  t.equal(status, 200, 'with the local id');
+  const again = await spawnDaemon(t, args);
+  t.equal((await again.api.get(`/session?session_id=${encodeURIComponent(body.session_id)}`)).status, 200, 'and the session it answered survives the restart');
+  upstream.clearFaults();
+  await again.api.ok('/flush?wait=1', {});
+  const duplicates = upstream.applied({ kind: 'create' }).length - 2;
+  const inDoubt = (await again.api.get('/health')).body.upstream.in_doubt as number;
+  t.ok(duplicates <= inDoubt, `a second create of it is counted in doubt (${duplicates} duplicate, in_doubt ${inDoubt})`);
+  await again.kill('SIGTERM');
+});

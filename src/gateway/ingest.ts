@@ -40,6 +40,10 @@ const DROPPED = 'the outbox is full: discarded by overflow policy drop_newest';
  * both call this, so both paths share one write-batch → ack mechanism.
  */
 export class Ingest {
+  /** Registrations waiting for their create answer, not yet submitted to a round (see submitted). */
+  private registering = 0;
+  private registeringWaiters: Array<() => void> = [];
+
   constructor(
     private readonly rounds: RoundCoordinator,
     private readonly directory: Directory,
@@ -102,7 +106,16 @@ export class Ingest {
       machine_id: body.machine_id ?? this.settings.machine_id,
       hostname: body.hostname ?? this.settings.hostname,
     };
-    const answer = await this.createNow(create, this.settings.register_timeout_ms);
+    let answer: RegisterCreate;
+    this.registering++;
+    try {
+      answer = await this.createNow(create, this.settings.register_timeout_ms);
+    } finally {
+      // Resolved after the submit below: this turn puts the registration into the open round.
+      queueMicrotask(() => {
+        if (--this.registering === 0) for (const w of this.registeringWaiters.splice(0)) w();
+      });
+    }
     const serverId = answer.server_id;
     const sn = this.commits.allocate('sessions');
     const localId = serverId ? null : `local-session-${Math.floor(rt / 1000)}-${this.commits.allocate('local')}`;
@@ -128,6 +141,17 @@ export class Ingest {
     // A registration that was not persisted never happened: its ids must not resolve.
     durable.catch(() => this.directory.remove(sn));
     return { sessionId, durable };
+  }
+
+  /**
+   * Resolves once every registration begun so far has been submitted to a round (within
+   * register_timeout_ms). Shutdown waits for this before draining the rounds: a /register already
+   * read but still waiting for the server's id was otherwise cut off unanswered (and unpersisted)
+   * when the daemon stopped.
+   */
+  submitted(): Promise<void> {
+    if (this.registering === 0) return Promise.resolve();
+    return new Promise((resolve) => this.registeringWaiters.push(resolve));
   }
 
   /**
