@@ -310,10 +310,12 @@ export class Daemon {
     const sessions = [...this.rounds.activeSessions];
     this.logger.warn({ parent_pid: parentPid, sessions: sessions.length }, 'the application that started the daemon exited: marking its sessions crashed');
     await crash(sessions);
-    // activeSessions is what is durable: a register read before the exit but still in a round then
-    // is answered, and its session would be left active for good. Once the rounds in flight have
-    // settled (bounded: other clients may keep sending), those sessions are crashed too.
-    await Promise.race([this.rounds.drain(), new Promise((r) => setTimeout(r, PARENT_EXIT_SETTLE_MS).unref())]);
+    // activeSessions is what is durable: a /register the application sent just before it died,
+    // still waiting for the server's id (register_timeout_ms) or in a round, is answered, and its
+    // session would be left active for good. Once those are submitted and the rounds in flight
+    // have settled, they are crashed too. Bounded: other clients may keep sending.
+    const settled = this.ingest.submitted().then(() => this.rounds.drain());
+    await Promise.race([settled, new Promise((r) => setTimeout(r, this.config.register_timeout_ms + PARENT_EXIT_SETTLE_MS).unref())]);
     const swept = new Set(sessions);
     await crash([...this.rounds.activeSessions].filter((sn) => !swept.has(sn)));
     await this.background.catch(() => undefined);
@@ -375,7 +377,7 @@ export class Daemon {
   }
 }
 
-/** How long parentExited waits for the rounds in flight at the exit before its second sweep. */
+/** How long parentExited waits, past register_timeout_ms, for the work in flight at the exit before its second sweep. */
 const PARENT_EXIT_SETTLE_MS = 2000;
 
 export const startDaemon = Daemon.start;

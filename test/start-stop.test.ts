@@ -3,12 +3,15 @@
  * while new work already arrives, and what a stop leaves behind.
  */
 import t from 'tap';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Daemon } from '../dist/src/daemon.js';
 import { openStore, type Db } from '../dist/src/outbox/store.js';
 import { ALL_LEASES, leaseKey } from '../dist/src/outbox/keys.js';
 import { pack, unpack } from '../dist/src/protocol/codec.js';
 import { startFakeUpstream } from './support/fake-upstream.js';
-import { spawnDaemon, startTestDaemon, testConfig, JsonClient } from './support/daemon-harness.js';
+import { BIN, processExists, spawnDaemon, startTestDaemon, testConfig, until, JsonClient } from './support/daemon-harness.js';
 
 const WORKER_EXEC_ARGV = process.execArgv.filter((arg) => !/^--(import|loader|experimental-loader|require)\b/.test(arg));
 
@@ -143,4 +146,50 @@ t.test('SIGTERM while a /register waits for the server: it is answered and persi
   const inDoubt = (await again.api.get('/health')).body.upstream.in_doubt as number;
   t.ok(duplicates <= inDoubt, `a second create of it is counted in doubt (${duplicates} duplicate, in_doubt ${inDoubt})`);
   await again.kill('SIGTERM');
+});
+
+t.test('the application exits while its /register waits for the server: that session is crashed too before the daemon exits', async (t) => {
+  const upstream = await startFakeUpstream();
+  t.teardown(() => upstream.close());
+  const dir = t.testdir();
+  const configFile = join(dir, 'daemon_config_auto.json');
+  const dataDir = join(dir, 'data');
+  writeFileSync(configFile, JSON.stringify({ daemon_port: '0', server_url: upstream.url, register_timeout_ms: 1500, data_dir: dataDir }));
+  // Like launch-like-datacat.mjs, but the application's second /register is still waiting for
+  // its answer when the application dies.
+  const launcherFile = join(dir, 'launcher.mjs');
+  writeFileSync(
+    launcherFile,
+    `import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+const [bin, configFile] = process.argv.slice(2);
+const daemon = spawn(process.execPath, [bin], { env: { ...process.env, DATACAT_CONFIG: configFile }, stdio: ['pipe', 'pipe', 'pipe'] });
+const port = await new Promise((resolve) => createInterface({ input: daemon.stderr }).on('line', (line) => { try { const m = JSON.parse(line); if (m.msg === 'datacat daemon listening') resolve(m.port); } catch {} }));
+const post = (body) => fetch('http://127.0.0.1:' + port + '/register', { method: 'POST', body: JSON.stringify(body) });
+const { session_id } = await (await post({ product: 'app', version: '1' })).json();
+process.stdout.write(JSON.stringify({ daemon_pid: daemon.pid, session_id }) + '\\n');
+process.stdin.once('data', () => { void post({ product: 'app', version: '2' }).catch(() => {}); setTimeout(() => process.exit(0), 100); });
+`,
+  );
+  const launcher = spawn(process.execPath, [launcherFile, BIN, configFile], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  launcher.stdout!.on('data', (d: Buffer) => (out += d));
+  await until(() => out.includes('\n'), 'the first session registered', 15_000);
+  const { daemon_pid: daemonPid } = JSON.parse(out) as { daemon_pid: number; session_id: string };
+  t.teardown(() => {
+    try {
+      process.kill(daemonPid, 'SIGKILL');
+    } catch {}
+  });
+  await upstream.waitFor(() => upstream.sessions.size === 1, 10_000, 'the first session created');
+  let arrived = 0;
+  upstream.addFault({ match: (r) => r.kind === 'create' && ++arrived > 0, delayMs: 2500 });
+  launcher.stdin!.write('go\n');
+  await new Promise((resolve) => launcher.on('exit', resolve));
+  t.equal(arrived, 1, "the second /register's create reached the server before the application died");
+  await until(() => !processExists(daemonPid), 'the daemon exited after its parent', 20_000);
+  await new Promise((r) => setTimeout(r, 1000)); // the slow create lands meanwhile
+  const sessions = [...upstream.sessions.values()];
+  t.equal(sessions.length, 2, 'both sessions exist upstream');
+  for (const s of sessions) t.ok(s.crashed, `${s.id} (version ${s.create.version}) was crashed by the daemon before it exited`);
 });
