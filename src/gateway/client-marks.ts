@@ -138,6 +138,15 @@ export class ClientMarks {
     });
   }
 
+  /**
+   * Resolves once every client id's held frames and submissions have settled, those of sockets
+   * already gone included (a dropped or replaced socket's register still waiting for the upstream).
+   * A mark with any is never forgotten (see release), so waiting for the known ones waits for all.
+   */
+  async idle(): Promise<void> {
+    await Promise.all([...this.marks.values()].map((mark) => mark.idle()));
+  }
+
   get size(): number {
     return this.marks.size;
   }

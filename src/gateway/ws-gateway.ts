@@ -101,6 +101,13 @@ export class WsGateway {
     this.closing = true;
     for (const conn of this.connections) conn.drain();
     await Promise.all([...this.connections].map((c) => c.settled().catch(() => undefined)));
+    // Sockets already gone (dropped by the client, replaced) are no longer in `connections`, but
+    // what they read may still be in flight: a register waits for the upstream up to
+    // register_timeout_ms before it is submitted. It must be submitted and answered while the
+    // rounds, workers and store are still there; after they stop it was never answered, its
+    // client's mark stayed held, and a reconnect waiting for that mark kept the daemon from ever
+    // finishing its stop (the HTTP server waits for every socket).
+    await this.options.marks.idle();
     await new Promise((r) => setImmediate(r)); // let the last acks go out
     for (const conn of this.connections) conn.close(CLOSE.shuttingDown, 'the daemon is shutting down');
     this.wss.close();
@@ -167,6 +174,14 @@ export class WsGateway {
       return ws.close(CLOSE.replaced, 'replaced by a newer connection with the same client_id');
     }
     if (ws.readyState !== ws.OPEN) return this.options.marks.release(mark, owner); // gone while we waited
+    if (this.closing) {
+      // The daemon began to stop while this socket waited for its welcome: close() has already
+      // closed the connections it knew, and would never close this one. It is told what those were
+      // told (1001) rather than welcomed by a daemon on its way out; its client resends later.
+      this.options.marks.release(mark, owner);
+      ws.resume();
+      return ws.close(CLOSE.shuttingDown, 'the daemon is shutting down');
+    }
     mark.restart();
     const conn = new WsConnection(ws, mark, {
       ingest: this.options.ingest,
