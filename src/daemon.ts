@@ -174,7 +174,10 @@ export class Daemon {
     let lastOverload: Overload = null;
     commits.on('written', () => {
       const now = overloaded();
-      if (now !== lastOverload) ws.updateFlow();
+      // Also when the overload is gone and some connection paused on it since the last call: it
+      // may have risen after one batch was written and fallen with the next (a large write set
+      // written on its own), showing no change here (see WsGateway.pausedOnOverload).
+      if (now !== lastOverload || (now === null && ws.pausedOnOverload)) ws.updateFlow();
       lastOverload = now;
     });
     const { port } = await http.listen();

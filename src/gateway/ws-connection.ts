@@ -34,6 +34,8 @@ export interface ConnectionDeps {
   maxInflightOps: number;
   /** Why every socket must stop being read, if it must: see Overload. */
   overloaded: () => Overload;
+  /** Told when this socket stops being read because of an overload (see WsGateway.pausedOnOverload). */
+  pausedOnOverload: () => void;
   onClosed: (conn: WsConnection) => void;
 }
 
@@ -116,8 +118,10 @@ export class WsConnection {
     }
     if (shouldPause === this.paused || this.closed) return;
     this.paused = shouldPause;
-    if (shouldPause) this.ws.pause();
-    else this.ws.resume();
+    if (shouldPause) {
+      this.ws.pause();
+      if (overload !== null) this.deps.pausedOnOverload();
+    } else this.ws.resume();
   }
 
   get isPaused(): boolean {

@@ -48,6 +48,13 @@ export class WsGateway {
    * connection, and pushed right after its welcome.
    */
   private readonly welcoming = new Set<RemapFrame[]>();
+  /**
+   * A connection stopped reading because of an overload it saw itself, since the last
+   * updateFlow(). The daemon calls updateFlow() when the overload changes between two written
+   * batches; one that rose and fell within a single batch's write shows no change there, and a
+   * connection that paused on it with nothing of its own left to answer would wait forever.
+   */
+  pausedOnOverload = false;
 
   constructor(private readonly options: WsGatewayOptions) {
     this.wss = new WebSocketServer({
@@ -67,6 +74,7 @@ export class WsGateway {
 
   /** The daemon's write backlog or outbox crossed its bound: pause or resume every socket. */
   updateFlow(): void {
+    this.pausedOnOverload = false;
     this.noteDeafness();
     for (const conn of this.connections) conn.updateFlow();
   }
@@ -189,6 +197,7 @@ export class WsGateway {
       limits: this.options.limits,
       maxInflightOps: this.options.maxInflightOps,
       overloaded: this.options.overloaded,
+      pausedOnOverload: () => (this.pausedOnOverload = true),
       onClosed: (c) => {
         this.connections.delete(c);
         this.options.marks.release(mark, owner);
