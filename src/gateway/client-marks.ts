@@ -113,17 +113,30 @@ export class ClientMark implements SubmissionOrder {
 /** The client ids seen by this daemon; marks are loaded from LevelDB on first use. */
 export class ClientMarks {
   private readonly marks = new Map<string, ClientMark>();
+  /**
+   * Marks being read from LevelDB: connections that arrive meanwhile wait for the same read. Each
+   * used to read on its own, and a read answered after another connection had loaded the mark,
+   * written to it and let it go (forgotten once idle) held what the store had before: that mark
+   * welcomed its connection with a stale `acked`, and the resends it asked for were stored twice.
+   */
+  private readonly loading = new Map<string, Promise<ClientMark>>();
 
   constructor(private readonly db: Db) {}
 
   async get(clientId: string): Promise<ClientMark> {
     const known = this.marks.get(clientId);
     if (known) return known;
+    let load = this.loading.get(clientId);
+    if (!load) {
+      load = this.load(clientId).finally(() => this.loading.delete(clientId));
+      this.loading.set(clientId, load);
+    }
+    return load;
+  }
+
+  private async load(clientId: string): Promise<ClientMark> {
     const bytes = await this.db.get(clientMarkKey(clientId));
     const stored = bytes ? (unpack(bytes) as StoredMark) : { hwm: 0, regs: [] };
-    // Another connection may have loaded it while we waited.
-    const raced = this.marks.get(clientId);
-    if (raced) return raced;
     const mark = new ClientMark(clientId, stored);
     this.marks.set(clientId, mark);
     return mark;
