@@ -422,17 +422,12 @@ export class RoundCoordinator {
     return chunks.reverse();
   }
 
-  /** Builds the round's write set from the replies and submits it; a refusal breaks orders at once (see dispatch). */
+  /**
+   * Builds the round's write set from the replies and submits it. Its refusals come with a failure
+   * (a worker lost, the epoch moved on), whose gate holds every later dispatch until this round has
+   * settled, so `fail` breaks its orders in time: unlike dispatch, no wrapper is needed here.
+   */
   private async submitRound(round: Round, sent: Awaited<ReturnType<RoundCoordinator['dispatch']>>) {
-    try {
-      return await this.commitReplies(round, sent);
-    } catch (err) {
-      breakOrders(round.entries);
-      throw err;
-    }
-  }
-
-  private async commitReplies(round: Round, sent: Awaited<ReturnType<RoundCoordinator['dispatch']>>) {
     const replies = await Promise.all(sent.map((s) => s.reply));
     if (round.epoch !== this.epoch) throw unavailable('the daemon is recovering from a failure; retry');
     const chunks: Chunk[] = [];
