@@ -1,33 +1,9 @@
 import t from 'tap';
-import { openStore } from '../dist/src/outbox/store.js';
-import { CommitQueue } from '../dist/src/outbox/commit-queue.js';
-import { decodeCounters } from '../dist/src/outbox/counters.js';
-import { encodeChunk, type UpstreamOp } from '../dist/src/outbox/chunk.js';
-import { Directory } from '../dist/src/actors/directory.js';
-import { SyncActor } from '../dist/src/actors/sync-actor.js';
-import { Reclaimer } from '../dist/src/outbox/reclaimer.js';
-import { UpstreamClient } from '../dist/src/upstream/upstream-client.js';
-import { startFakeUpstream, type FakeUpstream } from './support/fake-upstream.js';
+import type { UpstreamOp } from '../dist/src/outbox/chunk.js';
+import { startFakeUpstream } from './support/fake-upstream.js';
+import { syncRig } from './support/sync-rig.js';
 import { startTestDaemon, until } from './support/daemon-harness.js';
 
-/** A sync actor over a real store and a real upstream client, with sessions queued by hand. */
-async function rig(t: Tap.Test, upstream: FakeUpstream) {
-  const db = await openStore(t.testdir());
-  const commits = new CommitQueue(db, decodeCounters(undefined), { sync: false });
-  const directory = new Directory();
-  const settings = { server_url: upstream.url, retry_base_ms: 40, retry_max_ms: 200, sync_concurrency: 4, max_batch_size: 100 };
-  const client = new UpstreamClient({ ...settings, api_key: null, enable_compression: false, tls_insecure_skip_verify: false, upstream_timeout_ms: 2000 });
-  const sync = new SyncActor(db, commits, directory, client, settings, () => undefined, new Reclaimer(db));
-  t.teardown(async () => {
-    await sync.close();
-    await db.close();
-  });
-  const queue = async (sn: number, ops: UpstreamOp[]): Promise<void> => {
-    directory.add(sn, { local_id: `local-session-1-${sn}`, server_id: null });
-    await commits.submit({ chunks: [{ sn, count: ops.length, value: encodeChunk(ops) }] });
-  };
-  return { db, commits, directory, sync, queue };
-}
 
 const create = (t = 1): UpstreamOp => ({ k: 'create', t, b: { product: 'p', version: '1' } });
 const state = (i: number): UpstreamOp => ({ k: 'state', t: 2 + i, b: { state: { i } } });
@@ -35,7 +11,7 @@ const state = (i: number): UpstreamOp => ({ k: 'state', t: 2 + i, b: { state: { 
 t.test('a commit announced while startup scans the queue does not start a second lane', async (t) => {
   const upstream = await startFakeUpstream();
   t.teardown(() => upstream.close());
-  const { commits, sync, queue } = await rig(t, upstream);
+  const { commits, sync, queue } = await syncRig(t, upstream);
   await queue(1, [create(), ...[0, 1, 2, 3, 4].map(state)]);
   const started = sync.start(); // its first LevelDB read is in flight...
   sync.notify(1, Date.now()); // ...when a round commits for the same session
@@ -50,7 +26,7 @@ t.test('a commit announced while startup scans the queue does not start a second
 t.test('a lane that never reaches the upstream does not keep the probe: sync resumes', async (t) => {
   const upstream = await startFakeUpstream();
   t.teardown(() => upstream.close());
-  const { commits, sync, queue } = await rig(t, upstream);
+  const { commits, sync, queue } = await syncRig(t, upstream);
   await queue(1, [state(0), state(1)]); // its create is gone (dead-lettered before): no server id
   await queue(2, [create(), state(9)]);
   sync.link.upstreamFailed('ECONNREFUSED (simulated)');
@@ -64,7 +40,7 @@ t.test('a lane that never reaches the upstream does not keep the probe: sync res
 t.test('a create answered 2xx without a session id is a dead letter, not retried forever', async (t) => {
   const upstream = await startFakeUpstream();
   t.teardown(() => upstream.close());
-  const { commits, sync, queue } = await rig(t, upstream);
+  const { commits, sync, queue } = await syncRig(t, upstream);
   upstream.addFault({ match: (r) => r.kind === 'create', status: 200, times: 1 });
   await queue(1, [create(), state(0)]);
   await sync.start();
@@ -77,7 +53,7 @@ t.test('a create answered 2xx without a session id is a dead letter, not retried
 t.test('a redirect is retried as an unavailable upstream, not dead-lettered', async (t) => {
   const upstream = await startFakeUpstream();
   t.teardown(() => upstream.close());
-  const { commits, sync, queue } = await rig(t, upstream);
+  const { commits, sync, queue } = await syncRig(t, upstream);
   upstream.addFault({ match: (r) => r.kind === 'state', status: 301, times: 2 });
   await queue(1, [create(), state(0)]);
   await sync.start();
@@ -106,7 +82,7 @@ t.test('a slow create: /register answers a local id within register_timeout_ms, 
 t.test('a chunk that does not decode neither stops startup nor holds up other sessions', async (t) => {
   const upstream = await startFakeUpstream();
   t.teardown(() => upstream.close());
-  const { commits, directory, sync, queue } = await rig(t, upstream);
+  const { commits, directory, sync, queue } = await syncRig(t, upstream);
   directory.add(1, { local_id: 'local-session-1-1', server_id: null });
   await commits.submit({ chunks: [{ sn: 1, count: 1, value: new Uint8Array([0xc1]) }] }); // 0xc1: never valid MessagePack
   await queue(2, [create(), state(7)]);

@@ -1,16 +1,11 @@
 import t from 'tap';
 import { recountCounters } from '../dist/src/outbox/recount.js';
-import { openStore, type Db } from '../dist/src/outbox/store.js';
-import { CommitQueue } from '../dist/src/outbox/commit-queue.js';
-import { decodeCounters } from '../dist/src/outbox/counters.js';
-import { encodeChunk, type UpstreamOp } from '../dist/src/outbox/chunk.js';
+import type { Db } from '../dist/src/outbox/store.js';
+import type { UpstreamOp } from '../dist/src/outbox/chunk.js';
 import { cursorKey } from '../dist/src/outbox/keys.js';
 import { unpack } from '../dist/src/protocol/codec.js';
-import { Directory } from '../dist/src/actors/directory.js';
-import { SyncActor } from '../dist/src/actors/sync-actor.js';
-import { Reclaimer } from '../dist/src/outbox/reclaimer.js';
-import { UpstreamClient } from '../dist/src/upstream/upstream-client.js';
-import { startFakeUpstream, type FakeUpstream } from './support/fake-upstream.js';
+import { startFakeUpstream } from './support/fake-upstream.js';
+import { syncRig } from './support/sync-rig.js';
 import { startTestDaemon, until } from './support/daemon-harness.js';
 
 t.test('two /queue/replay calls at once replay each dead letter once', async (t) => {
@@ -68,31 +63,6 @@ function failingWrites(raw: Db, failWrite: (puts: Array<[string, Uint8Array]>) =
   }) as Db;
 }
 
-/**
- * A sync actor over a real store (wrapped: `failWrite` picks batches whose write fails, by the
- * keys and values they put) and a real upstream client. The commit queue recovers after a failed
- * write as the daemon's round coordinator makes it (once it is idle).
- */
-async function rig(t: Tap.Test, upstream: FakeUpstream, failWrite: (puts: Array<[string, Uint8Array]>) => boolean) {
-  const raw = await openStore(t.testdir());
-  const db = failingWrites(raw, failWrite);
-  const commits = new CommitQueue(db, decodeCounters(undefined), { sync: false });
-  commits.on('failed', () => void commits.idle().then(() => commits.recover()));
-  const directory = new Directory();
-  const settings = { server_url: upstream.url, retry_base_ms: 40, retry_max_ms: 200, sync_concurrency: 4, max_batch_size: 100 };
-  const client = new UpstreamClient({ ...settings, api_key: null, enable_compression: false, tls_insecure_skip_verify: false, upstream_timeout_ms: 2000 });
-  const sync = new SyncActor(db, commits, directory, client, settings, () => undefined, new Reclaimer(db));
-  t.teardown(async () => {
-    await sync.close();
-    await raw.close();
-  });
-  const queue = async (sn: number, ops: UpstreamOp[]): Promise<void> => {
-    directory.add(sn, { local_id: `local-session-1-${sn}`, server_id: null });
-    await commits.submit({ chunks: [{ sn, count: ops.length, value: encodeChunk(ops) }] });
-  };
-  return { db, commits, sync, queue };
-}
-
 const create = (): UpstreamOp => ({ k: 'create', t: 1, b: { product: 'p', version: '1' } });
 const state = (i: number): UpstreamOp => ({ k: 'state', t: 2 + i, b: { state: { i } } });
 
@@ -101,11 +71,11 @@ t.test('a consumption record that fails while the lane sends on: the later recor
   t.teardown(() => upstream.close());
   let failed = 0;
   // Fails once: the record of state 1's delivery (cursor at index 3: create, state 0, state 1).
-  const { db, commits, sync, queue } = await rig(t, upstream, (puts) => {
+  const { db, commits, sync, queue } = await syncRig(t, upstream, (db) => failingWrites(db, (puts) => {
     const hit = failed === 0 && puts.some(([k, v]) => k === cursorKey(1) && (unpack(v) as [number, number])[1] === 3);
     if (hit) failed++;
     return hit;
-  });
+  }));
   // State 2 is answered slowly: the failed write and the queue's recovery happen while it is out,
   // so the records of the deliveries after it are written by a recovered queue.
   upstream.addFault({ match: (r) => r.kind === 'state' && r.body?.state?.i === 2, delayMs: 100, times: 1 });
