@@ -38,35 +38,48 @@ function leaseReadHeld(raw: Db, reached: () => void, gate: Promise<void>): Db {
   }) as Db;
 }
 
-t.test('a lane that starts while the restart counts the leases a kill left keeps its own lease', async (t) => {
-  const upstream = await startFakeUpstream({ startDown: true });
-  t.teardown(() => upstream.close());
-  const dataDir = t.testdir();
-  // A session with a queued create and event, and the send lease a kill mid-run leaves (keys.ts).
-  const first = await startTestDaemon(t, dataDir, { server_url: upstream.url });
+/**
+ * A store as a kill mid-run leaves it: one session (with `events` queued after its create) and
+ * the send lease of 17 its lane held (keys.ts).
+ */
+async function storeWithLeftoverLease(t: Tap.Test, dataDir: string, serverUrl: string, events: string[]): Promise<{ id: string; sn: number }> {
+  const first = await startTestDaemon(t, dataDir, { server_url: serverUrl });
   const id = await first.api.register('app', '1');
-  await first.api.ok('/event', { session_id: id, name: 'before' });
+  for (const name of events) await first.api.ok('/event', { session_id: id, name });
   const sn = first.daemon.directory.resolve(id)!;
   await first.close();
   const store = await openStore(dataDir);
   await store.put(leaseKey(sn), pack(17));
   await store.close();
+  return { id, sn };
+}
+
+/** A daemon on `dataDir` whose count of leftover leases stops once reached (`atLeases`) until `release()`. */
+async function startWithLeaseCountHeld(t: Tap.Test, dataDir: string, config: Record<string, unknown>) {
+  let reached!: () => void;
+  const atLeases = new Promise<void>((r) => (reached = r));
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const daemon = await Daemon.start(testConfig(dataDir, config), {
+    workerExecArgv: WORKER_EXEC_ARGV,
+    wrapDb: (db) => leaseReadHeld(db, reached, gate),
+  });
+  t.teardown(() => daemon.close());
+  return { daemon, api: new JsonClient(`http://127.0.0.1:${daemon.port}`), atLeases, release };
+}
+
+t.test('a lane that starts while the restart counts the leases a kill left keeps its own lease', async (t) => {
+  const upstream = await startFakeUpstream({ startDown: true });
+  t.teardown(() => upstream.close());
+  const dataDir = t.testdir();
+  const { id, sn } = await storeWithLeftoverLease(t, dataDir, upstream.url, ['before']);
 
   // The server takes its time with every op: whatever the new daemon sends stays in flight.
   await upstream.up();
   // (The fake records a request once answered; its fault rule sees it arrive.)
   let creates = 0;
   upstream.addFault({ match: (r) => (r.kind === 'create' && ++creates > 0) || (r.kind !== 'read' && r.kind !== 'other'), delayMs: 4000 });
-  let reached!: () => void;
-  const atLeases = new Promise<void>((r) => (reached = r));
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  const daemon = await Daemon.start(testConfig(dataDir, { server_url: upstream.url }), {
-    workerExecArgv: WORKER_EXEC_ARGV,
-    wrapDb: (db) => leaseReadHeld(db, reached, gate),
-  });
-  t.teardown(() => daemon.close());
-  const api = new JsonClient(`http://127.0.0.1:${daemon.port}`);
+  const { daemon, api, atLeases, release } = await startWithLeaseCountHeld(t, dataDir, { server_url: upstream.url });
   await atLeases;
   // An op for the session while the leftover leases are being counted. Its 200 comes after the
   // sync actor was told (afterCommit): a lane that may run now sends its create within moments.
@@ -87,27 +100,12 @@ t.test('a /register whose create is in flight while the restart counts leftover 
   const upstream = await startFakeUpstream({ startDown: true });
   t.teardown(() => upstream.close());
   const dataDir = t.testdir();
-  const first = await startTestDaemon(t, dataDir, { server_url: upstream.url });
-  const id = await first.api.register('app', '1');
-  const sn = first.daemon.directory.resolve(id)!;
-  await first.close();
-  const store = await openStore(dataDir);
-  await store.put(leaseKey(sn), pack(17));
-  await store.close();
+  const { sn } = await storeWithLeftoverLease(t, dataDir, upstream.url, []);
 
   await upstream.up();
   let creates = 0;
   upstream.addFault({ match: (r) => r.kind === 'create' && ++creates > 0, delayMs: 3000 });
-  let reached!: () => void;
-  const atLeases = new Promise<void>((r) => (reached = r));
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  const daemon = await Daemon.start(testConfig(dataDir, { server_url: upstream.url, register_timeout_ms: 300 }), {
-    workerExecArgv: WORKER_EXEC_ARGV,
-    wrapDb: (db) => leaseReadHeld(db, reached, gate),
-  });
-  t.teardown(() => daemon.close());
-  const api = new JsonClient(`http://127.0.0.1:${daemon.port}`);
+  const { daemon, api, atLeases, release } = await startWithLeaseCountHeld(t, dataDir, { server_url: upstream.url, register_timeout_ms: 300 });
   await atLeases;
   // The sync actor is loaded (the count runs in its start): /register tries the server, which is slow.
   const late = await api.register('app', '1');
